@@ -1,0 +1,212 @@
+"""The ``textimg`` command line (also ``python -m textimg_helpers``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import (Settings, TextimgError, default_collection, model_for_profile, model_name,
+                     resolve_profile)
+
+DEMO_QUERIES = {"clip": "a white dog", "shapes": "a red circle"}
+DEMO_GRID = Path("outputs") / "demo_grid.png"
+
+
+def say(*parts) -> None:
+    """Messages for people go to stderr, so stdout stays clean for scripts (``--json``)."""
+    print(*parts, file=sys.stderr, flush=True)
+
+
+@dataclass
+class Job:
+    """Everything a command needs, resolved once from settings and options."""
+
+    settings: Settings
+    profile: str
+    model: str
+    model_name: str
+    collection_name: str
+    random_weights: bool
+
+    @classmethod
+    def from_args(cls, args) -> "Job":
+        settings = Settings.from_env().with_(profile=args.profile, model=args.model, milvus_uri=args.uri,
+                                             device=args.device, collection_name=args.collection)
+        profile = resolve_profile(settings, announce=say)
+        model = model_for_profile(profile, settings.model)
+        name = model_name(model, args.random_weights)
+        return cls(settings, profile, model, name, settings.collection_name or default_collection(name),
+                   args.random_weights)
+
+    def connect(self):
+        from .store import connect
+
+        return connect(self.settings.uri, self.settings.milvus_token)
+
+    def load_encoder(self):
+        from .encoders import load_encoder
+
+        if self.random_weights:
+            say(f"--random-weights: {self.model} architecture with RANDOM weights (fixed seed): results "
+                "are meaningless, for speed and mechanics checks only")
+        return load_encoder(self.model, self.settings.device, self.random_weights)
+
+
+def cmd_index(job: Job, args) -> int:
+    from .ingest import index_folder
+
+    report = index_folder(job.connect(), job.collection_name, args.folder, job.load_encoder,
+                          model=job.model_name, batch_size=args.batch_size, progress=not args.quiet)
+    print(report)
+    return 0
+
+
+def cmd_search(job: Job, args) -> int:
+    from .encoders import check_query
+    from .store import open_collection, search_by_text
+
+    check_query(args.query)  # cheap checks before loading anything
+    client = job.connect()
+    open_collection(client, job.collection_name, job.model_name)
+    hits = search_by_text(client, job.collection_name, job.load_encoder(), args.query, args.k, args.where)
+    return print_hits(hits, args)
+
+
+def cmd_similar(job: Job, args) -> int:
+    from .store import open_collection, search_by_image
+
+    client = job.connect()
+    open_collection(client, job.collection_name, job.model_name)
+    hits = search_by_image(client, job.collection_name, job.load_encoder(), args.image, args.k, args.where)
+    return print_hits(hits, args)
+
+
+def print_hits(hits, args) -> int:
+    """``score  path`` per line, or a JSON list with ``--json``; a grid PNG with ``--grid``."""
+    if args.json:
+        print(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=1))
+    else:
+        for hit in hits:
+            print(f"{hit.score:.3f}  {hit.filepath}")
+    if args.grid:
+        save_grid(hits, args.grid, title=getattr(args, "query", None) or getattr(args, "image", None))
+    if not hits:
+        say("no results" + (f" (filter: {args.where})" if args.where else ""))
+    return 0
+
+
+def save_grid(hits, path, title=None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from .viz import show_results
+
+    show_results(hits, title=title, save_to=path)
+    say(f"grid written to {path}")
+
+
+def cmd_stats(job: Job, args) -> int:
+    from .store import collection_info, count_rows
+
+    client = job.connect()
+    info = collection_info(client, job.collection_name)
+    print(f"rows={count_rows(client, job.collection_name)} model={info['model']} dim={info['dim']}")
+    return 0
+
+
+def cmd_drop(job: Job, args) -> int:
+    from .store import drop_collection
+
+    if not args.yes:
+        raise TextimgError(f"dropping deletes every row of {job.collection_name!r}: add --yes to confirm")
+    drop_collection(job.connect(), job.collection_name)
+    print(f"dropped {job.collection_name}")
+    return 0
+
+
+def cmd_demo(job: Job, args) -> int:
+    from .data import shapes_images, tutorial_images
+    from .ingest import index_folder
+    from .store import search_by_text
+
+    data_dir = job.settings.data_dir
+    folder = shapes_images(data_dir) if job.profile == "shapes" else tutorial_images(data_dir)
+    query = DEMO_QUERIES[job.profile]
+    say(f"profile={job.profile} model={job.model_name} images={folder} milvus={job.settings.uri}")
+    client, encoder = job.connect(), job.load_encoder()
+    report = index_folder(client, job.collection_name, folder, encoder, batch_size=args.batch_size,
+                          progress=not args.quiet)
+    say(report.summary())
+    hits = search_by_text(client, job.collection_name, encoder, query, top_k=10)
+    print(f"top 10 for {query!r}:")
+    for hit in hits:
+        print(f"{hit.score:.3f}  {hit.filepath}")
+    save_grid(hits, DEMO_GRID, title=query)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--uri", help="Milvus URI: a Milvus Lite file (default data/milvus.db) or http://host:19530")
+    common.add_argument("--collection", help="collection name (default: one per model, e.g. textimg_vit_b_32)")
+    common.add_argument("--model", help="CLIP name such as ViT-B/32, or a checkpoint path")
+    common.add_argument("--random-weights", action="store_true",
+                        help="the model's architecture with random weights (speed/mechanics checks only)")
+    common.add_argument("--profile", choices=["auto", "clip", "shapes"], help="overrides TEXTIMG_PROFILE")
+    common.add_argument("--device", help="cpu, cuda, mps (default: auto)")
+    common.add_argument("--debug", action="store_true", help="show tracebacks")
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    parser = argparse.ArgumentParser(prog="textimg", description="Text-to-image search with CLIP and Milvus.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("demo", parents=[common], help="index the profile's images and run its query")
+    p.add_argument("--batch-size", type=int, default=32)
+    p = sub.add_parser("index", parents=[common], help="index a folder of images (incremental)")
+    p.add_argument("folder")
+    p.add_argument("--batch-size", type=int, default=32)
+    for name, target, helptext in (("search", "query", "search by text"),
+                                   ("similar", "image", "search by example image")):
+        p = sub.add_parser(name, parents=[common], help=helptext)
+        p.add_argument(target)
+        p.add_argument("-k", type=int, default=10, help="how many results (default 10)")
+        p.add_argument("--json", action="store_true", help="print only a JSON list of hits")
+        p.add_argument("--grid", help="also write a PNG grid of the results here")
+        p.add_argument("--where", default="", help='Milvus filter, e.g. \'label == "red_circle"\'')
+    sub.add_parser("stats", parents=[common], help="rows, model and dimension of the collection")
+    p = sub.add_parser("drop", parents=[common], help="delete the collection")
+    p.add_argument("--yes", action="store_true")
+    return parser
+
+
+COMMANDS = {"demo": cmd_demo, "index": cmd_index, "search": cmd_search, "similar": cmd_similar,
+            "stats": cmd_stats, "drop": cmd_drop}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; errors print one readable line (a traceback only with ``--debug``)."""
+    args = build_parser().parse_args(argv)
+    for option in ("batch_size", "k"):
+        if getattr(args, option, 1) < 1:
+            build_parser().error(f"{'-k' if option == 'k' else '--batch-size'} must be at least 1, "
+                                 f"not {getattr(args, option)}")
+    token = Settings.from_env().milvus_token
+    try:
+        return COMMANDS[args.command](Job.from_args(args), args)
+    except KeyboardInterrupt:
+        say("textimg: interrupted; what was written is kept, run the same command again to continue")
+        return 130
+    except Exception as exc:  # one line for the user, never the token
+        if args.debug:
+            raise
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if not isinstance(exc, TextimgError):
+            text = f"{type(exc).__name__}: {text} (run with --debug for the traceback)"
+        say(f"textimg: error: {redact(text, token)}")
+        return 1
+
+
+def redact(text: str, secret: str) -> str:
+    """Replace a secret (the Milvus token) wherever it appears."""
+    return text.replace(secret, "***") if secret else text

@@ -1,0 +1,104 @@
+"""Settings: one small object resolved from ``TEXTIMG_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Mapping
+
+PROFILES = ("auto", "clip", "shapes")
+CLIP_MODEL = "ViT-B/32"
+SHAPES_CHECKPOINT = Path(__file__).parent / "assets" / "shapes_clip.pt"
+SHAPES_MODEL_NAME = "shapes-clip"
+RANDOM_SUFFIX = "+random"
+
+
+class TextimgError(Exception):
+    """An error with a message meant for the user (the CLI prints it as one line)."""
+
+
+def default_data_dir() -> Path:
+    """``data/`` of the source checkout when running from one, else ``./data``."""
+    root = Path(__file__).resolve().parent.parent
+    if (root / "pyproject.toml").exists():
+        return root / "data"
+    return Path.cwd() / "data"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where things live and which model to use; ``repr`` never shows the token."""
+
+    profile: str = "auto"
+    model: str | None = None
+    milvus_uri: str | None = None
+    milvus_token: str = field(default="", repr=False)
+    data_dir: Path = field(default_factory=default_data_dir)
+    device: str = "auto"
+    collection_name: str | None = None
+
+    def __post_init__(self):
+        if self.profile not in PROFILES:
+            raise TextimgError(f"TEXTIMG_PROFILE={self.profile!r} is not one of {', '.join(PROFILES)}")
+        object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        """Read ``TEXTIMG_*`` variables (``os.environ`` by default); unset ones keep defaults."""
+        env = os.environ if env is None else env
+        get = lambda key: env.get(f"TEXTIMG_{key}") or None  # noqa: E731
+        values = dict(profile=get("PROFILE"), model=get("MODEL"), milvus_uri=get("MILVUS_URI"),
+                      milvus_token=get("MILVUS_TOKEN"), data_dir=get("DATA_DIR"),
+                      device=get("DEVICE"), collection_name=get("COLLECTION"))
+        return cls(**{k: v for k, v in values.items() if v is not None})
+
+    def with_(self, **changes) -> "Settings":
+        """A copy with some fields changed (``None`` values are ignored)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @property
+    def uri(self) -> str:
+        """The Milvus URI: a Milvus Lite file under ``data_dir`` unless set."""
+        return self.milvus_uri or str(self.data_dir / "milvus.db")
+
+
+def model_for_profile(profile: str, model: str | None) -> str:
+    """The model to load for a resolved profile (``clip`` or ``shapes``)."""
+    if model:
+        return model
+    return CLIP_MODEL if profile == "clip" else str(SHAPES_CHECKPOINT)
+
+
+def model_name(model: str, random_weights: bool = False) -> str:
+    """The name stored with a collection: ``ViT-B/32``, ``shapes-clip``, a checkpoint's file stem."""
+    if Path(model).resolve() == SHAPES_CHECKPOINT.resolve():
+        name = SHAPES_MODEL_NAME
+    elif Path(model).is_file() or model.endswith((".pt", ".pth")):
+        name = Path(model).stem
+    else:
+        name = model
+    return name + (RANDOM_SUFFIX if random_weights else "")
+
+
+def default_collection(name: str) -> str:
+    """A collection name per model (``textimg_vit_b_32``), so models never mix by default."""
+    return "textimg_" + re.sub(r"[^0-9a-zA-Z]+", "_", name).strip("_").lower()
+
+
+def resolve_profile(settings: Settings, announce=print) -> str:
+    """``clip`` or ``shapes``; ``auto`` picks ``clip`` when its weights and data are cached or reachable."""
+    if settings.profile != "auto":
+        return settings.profile
+    from .data import DATASET_DIR
+    from .encoders import CLIP_CACHE, host_reachable
+
+    weights = (CLIP_CACHE / "ViT-B-32.pt").is_file() or host_reachable("openaipublic.azureedge.net")
+    data = (settings.data_dir / DATASET_DIR / "train").is_dir() or host_reachable("github.com")
+    if weights and data:
+        return "clip"
+    announce("*** TEXTIMG_PROFILE=auto: CLIP ViT-B/32 weights or the tutorial images are neither cached "
+             "nor reachable, so using the OFFLINE 'shapes' profile (a small CLIP trained on coloured "
+             "shapes). Set TEXTIMG_PROFILE=clip or shapes to choose. ***")
+    return "shapes"

@@ -1,0 +1,169 @@
+"""Images on disk: finding them, reading them safely, labels, and the two data sets."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+import urllib.error
+import urllib.request
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps
+
+from .config import TextimgError
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
+MAX_PIXELS = 90_000_000  # larger images are refused as decompression bombs
+DATASET_URL = "https://github.com/towhee-io/examples/releases/download/data/reverse_image_search.zip"
+DATASET_DIR = "reverse_image_search"
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a grey image
+
+
+def list_image_paths(folder: str | os.PathLike) -> list[Path]:
+    """Every image file under ``folder`` (nested, symlinks followed once), sorted."""
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise TextimgError(f"folder not found: {folder}" if not root.exists() else f"not a folder: {folder}")
+    seen_dirs, paths = set(), []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen_dirs:  # a symlink loop or a second link to the same folder
+            dirnames.clear()
+            continue
+        seen_dirs.add(real)
+        dirnames.sort()
+        paths += [Path(dirpath) / f for f in filenames
+                  if Path(f).suffix.lower() in IMAGE_EXTENSIONS and os.path.isfile(os.path.join(dirpath, f))]
+    return sorted(paths)
+
+
+def load_image(path: str | os.PathLike, max_side: int | None = None) -> Image.Image:
+    """Open an image as RGB: first frame, EXIF rotation applied, transparency on white.
+
+    ``max_side`` lets JPEG decode at reduced scale (cheap for huge photos). Raises on a file
+    that is not a readable image, a truncated one, or one larger than ``MAX_PIXELS``.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(path) as img:
+            if img.width * img.height > MAX_PIXELS:
+                raise ValueError(f"{img.width}x{img.height} pixels is over the {MAX_PIXELS:,} limit "
+                                 "(decompression bomb?)")
+            if max_side and img.format == "JPEG":
+                img.draft("RGB", (max_side, max_side))
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            return to_rgb(img)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any PIL mode (RGBA, P, LA, I;16, CMYK, ...) to RGB the way it looks."""
+    if img.mode in ("I", "F") or img.mode.startswith("I;16"):  # 16-bit or float grayscale
+        values = np.asarray(img, dtype=np.float32)
+        scale = 257.0 if values.max() > 255 else 1.0
+        img = Image.fromarray(np.clip(values / scale, 0, 255).astype(np.uint8), "L")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA"):
+        background = Image.new("RGB", img.size, (255, 255, 255))
+        background.paste(img.convert("RGBA"), mask=img.convert("RGBA").getchannel("A"))
+        return background
+    return img.convert("RGB")
+
+
+def label_for(path: str | os.PathLike, root: str | os.PathLike | None = None) -> str:
+    """A label from the sub-folder (``train/<label>/x.jpg``) or the file name.
+
+    File names: ``<wnid>_<label>.JPEG`` (ImageNet) and ``<label>_<nnnn>.png`` (shapes).
+    """
+    path = Path(path)
+    if root is not None and path.parent != Path(root) and Path(root) in path.parents:
+        return path.parent.name
+    stem = re.sub(r"^n\d{8}_", "", path.stem)
+    return re.sub(r"_\d+$", "", stem) if stem else path.stem
+
+
+def shapes_images(data_dir: str | os.PathLike, per_class: int = 12, seed: int = 2024) -> Path:
+    """Generate (once) the shapes profile's images under ``data_dir/shapes``; returns the folder."""
+    from .shapes import generate_shapes
+
+    folder = Path(data_dir) / "shapes"
+    generate_shapes(folder, per_class=per_class, seed=seed)
+    return folder
+
+
+def tutorial_images(data_dir: str | os.PathLike, url: str = DATASET_URL) -> Path:
+    """The tutorial's ImageNet subset (downloaded and extracted once); returns its ``train/``."""
+    target = Path(data_dir) / DATASET_DIR
+    if not (target / "train").is_dir():
+        archive = download(url, Path(data_dir) / Path(url).name)
+        extract(archive, target)
+    return target / "train"
+
+
+def download(url: str, dest: Path, retries: int = 3, timeout: float = 30) -> Path:
+    """Download with a progress bar, resume after an interruption, and check the size."""
+    if dest.is_file() and zip_ok(dest):
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    for attempt in range(1, retries + 1):
+        try:
+            _fetch(url, part, timeout)
+            if not zip_ok(part):
+                part.unlink()
+                raise ValueError("the archive is corrupt (zip check failed)")
+            part.replace(dest)
+            return dest
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            if attempt == retries:
+                raise TextimgError(f"could not download {url} ({exc}); without internet use the offline "
+                                   "profile: TEXTIMG_PROFILE=shapes") from None
+            time.sleep(2 ** attempt)
+    return dest
+
+
+def _fetch(url: str, part: Path, timeout: float) -> None:
+    """Append the rest of ``url`` to ``part`` (HTTP Range), failing if the size is short."""
+    from tqdm.auto import tqdm
+
+    have = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        if have and response.status != 206:  # server ignored Range: start again
+            have = 0
+        total = have + int(response.headers.get("Content-Length") or 0)
+        with open(part, "ab" if have else "wb") as out, tqdm(
+                total=total or None, initial=have, unit="B", unit_scale=True, desc=part.name) as bar:
+            while chunk := response.read(1 << 20):
+                out.write(chunk)
+                bar.update(len(chunk))
+    if total and part.stat().st_size != total:
+        raise OSError(f"download stopped at {part.stat().st_size} of {total} bytes")
+
+
+def zip_ok(path: Path) -> bool:
+    """True when ``path`` is a complete zip whose every member passes its CRC check."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return zf.testzip() is None
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def extract(archive: Path, target: Path) -> None:
+    """Extract into a temporary folder, then move it in place: never half-extracted."""
+    tmp = target.with_name(target.name + ".extracting")
+    shutil.rmtree(tmp, ignore_errors=True)
+    with zipfile.ZipFile(archive) as zf:
+        zf.extractall(tmp)
+    inner = [p for p in tmp.iterdir() if not p.name.startswith("__MACOSX")]
+    source = inner[0] if len(inner) == 1 and inner[0].is_dir() and not (tmp / "train").exists() else tmp
+    shutil.rmtree(target, ignore_errors=True)
+    source.replace(target)
+    shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,164 @@
+"""CLIP encoders: images and texts -> L2-normalised float32 numpy arrays of shape (n, dim)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+with warnings.catch_warnings():  # openai/CLIP imports pkg_resources
+    warnings.simplefilter("ignore")
+    import clip
+    from clip.model import CLIP
+
+from .config import TextimgError, model_name
+
+CLIP_CACHE = Path(os.path.expanduser("~/.cache/clip"))
+CONTEXT_LENGTH = 77
+RANDOM_SEED = 0
+# Constructor arguments of openai/CLIP's ViT models, for --random-weights without a download.
+ARCHITECTURES = {
+    "ViT-B/32": dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768,
+                     vision_patch_size=32, context_length=77, vocab_size=49408,
+                     transformer_width=512, transformer_heads=8, transformer_layers=12),
+    "ViT-B/16": dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768,
+                     vision_patch_size=16, context_length=77, vocab_size=49408,
+                     transformer_width=512, transformer_heads=8, transformer_layers=12),
+}
+
+
+def pick_device(device: str = "auto") -> str:
+    """``cuda`` if available, else ``mps``, else ``cpu`` (an explicit choice wins)."""
+    if device and device != "auto":
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+@dataclass
+class Encoder:
+    """A loaded CLIP model with its preprocessing; hold it and reuse it (it stays warm)."""
+
+    model: CLIP
+    preprocess: Callable
+    device: str
+    name: str
+
+    @property
+    def dim(self) -> int:
+        """Embedding dimension (512 for ViT-B/32)."""
+        return int(self.model.text_projection.shape[1])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.float16 if self.device == "cuda" else torch.float32
+
+    def encode_images(self, images: Sequence | torch.Tensor) -> np.ndarray:
+        """PIL images (or an already preprocessed batch tensor) -> unit vectors (n, dim)."""
+        batch = images if isinstance(images, torch.Tensor) else torch.stack(
+            [self.preprocess(img) for img in images]) if len(images) else None
+        if batch is None:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with torch.inference_mode():
+            embs = self.model.encode_image(batch.to(self.device, self.dtype))
+        return normalize(embs)
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Captions -> unit vectors (n, dim); empty texts are refused, long ones truncated."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        for text in texts:
+            check_query(text)
+        tokens = clip.tokenize(texts, context_length=CONTEXT_LENGTH, truncate=True)
+        with torch.inference_mode():
+            embs = self.model.encode_text(tokens.to(self.device))
+        return normalize(embs)
+
+
+def normalize(embs: torch.Tensor) -> np.ndarray:
+    """Float32 numpy rows scaled to unit length (so a dot product is a cosine)."""
+    embs = embs.float()
+    return (embs / embs.norm(dim=-1, keepdim=True).clamp_min(1e-12)).cpu().numpy()
+
+
+def check_query(text: str) -> None:
+    """Refuse an empty query; warn when CLIP will truncate it to 77 tokens."""
+    if not isinstance(text, str) or not text.strip():
+        raise TextimgError("the query is empty: type a few words such as 'a red circle'")
+    n_tokens = len(clip.clip._tokenizer.encode(text)) + 2
+    if n_tokens > CONTEXT_LENGTH:
+        warnings.warn(f"query has {n_tokens} tokens; CLIP reads only the first {CONTEXT_LENGTH}, "
+                      "the rest is ignored", stacklevel=3)
+
+
+def load_encoder(model: str, device: str = "auto", random_weights: bool = False,
+                 download_root: str | os.PathLike | None = None) -> Encoder:
+    """Load a CLIP model by name (``ViT-B/32``) or checkpoint path, ready for inference."""
+    device = pick_device(device)
+    if random_weights:
+        net = random_model(model)
+        preprocess = clip.clip._transform(net.visual.input_resolution)
+    else:
+        net, preprocess = _load_pretrained(model, device, download_root)
+    net = net.to(device).eval()
+    net = net.half() if device == "cuda" else net.float()
+    return Encoder(net, preprocess, device, model_name(model, random_weights))
+
+
+def _load_pretrained(model: str, device: str, download_root) -> tuple[CLIP, Callable]:
+    """``clip.load`` with errors a user can act on (offline, corrupt file, unknown name)."""
+    root = Path(download_root or CLIP_CACHE)
+    if model in clip.available_models():
+        target = root / Path(clip.clip._MODELS[model]).name
+        if not target.is_file() and not host_reachable("openaipublic.azureedge.net"):
+            raise TextimgError(f"cannot download CLIP {model} weights (no internet?) and they are "
+                               f"not cached at {target}; use the offline profile: TEXTIMG_PROFILE=shapes")
+    elif not Path(model).is_file():
+        raise TextimgError(f"model {model!r} is neither a CLIP name ({', '.join(clip.available_models())}) "
+                           "nor an existing checkpoint file")
+    else:
+        target = Path(model)
+    try:
+        return clip.load(model, device=device, jit=False, download_root=str(root))
+    except (RuntimeError, EOFError, OSError, KeyError, ValueError) as exc:
+        raise TextimgError(f"could not load CLIP checkpoint {target}: {str(exc).splitlines()[0][:200]}; "
+                           f"the file looks corrupt or incomplete: delete {target} and run again") from exc
+
+
+def random_model(model: str, seed: int = RANDOM_SEED) -> CLIP:
+    """The named architecture (or a checkpoint's) with random weights from a fixed seed."""
+    if model in ARCHITECTURES:
+        torch.manual_seed(seed)
+        return CLIP(**ARCHITECTURES[model]).eval()
+    if not Path(model).is_file():
+        raise TextimgError(f"--random-weights needs one of {', '.join(ARCHITECTURES)} or a checkpoint path, "
+                           f"not {model!r}")
+    net, _ = clip.load(str(model), device="cpu", jit=False)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for module in net.modules():
+            if module is not net and hasattr(module, "_reset_parameters"):
+                module._reset_parameters()
+            elif module is not net and hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+        for param in (net.visual.class_embedding, net.visual.positional_embedding, net.visual.proj):
+            param.normal_(std=param.shape[-1] ** -0.5)
+        net.initialize_parameters()
+    return net.float().eval()
+
+
+def host_reachable(host: str, port: int = 443, timeout: float = 3.0) -> bool:
+    """True when a TCP connection to ``host:port`` opens within ``timeout`` seconds."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False

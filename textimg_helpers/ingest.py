@@ -1,0 +1,204 @@
+"""Ingestion: read -> encode -> write, in batches, incremental, skipping bad files one by one."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .data import IMAGE_EXTENSIONS, label_for, list_image_paths, load_image
+from .config import TextimgError
+from .store import (check_collection, count_rows, create_collection, fetch_file_stats, path_id,
+                    upsert_rows)
+
+
+@dataclass
+class FileInfo:
+    """An image file to index: path, size and modification time (ns), primary key, label."""
+
+    filepath: str
+    size: int
+    mtime: int
+    id: int
+    label: str
+
+
+@dataclass
+class IngestPlan:
+    """What an ingestion run has to do, worked out without loading any model."""
+
+    folder: Path
+    todo: list[FileInfo]
+    unchanged: int
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class IngestReport:
+    """What a run did: counts, every skipped file with its reason, and time per stage."""
+
+    indexed: int = 0
+    unchanged: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    total: int = 0
+    seconds: float = 0.0
+    stage_seconds: dict = field(default_factory=lambda: {"read": 0.0, "encode": 0.0, "write": 0.0})
+
+    def summary(self) -> str:
+        """The one-line contract: ``indexed=<new> skipped=<bad> unchanged=<there> total=<rows>``."""
+        return (f"indexed={self.indexed} skipped={len(self.skipped)} "
+                f"unchanged={self.unchanged} total={self.total}")
+
+    def __str__(self) -> str:
+        lines = [f"skipped {path}: {reason}" for path, reason in self.skipped]
+        if self.indexed:
+            rate = self.indexed / self.seconds if self.seconds else 0.0
+            stages = ", ".join(f"{k} {v:.1f}s" for k, v in self.stage_seconds.items())
+            lines.append(f"{self.seconds:.1f}s, {rate:.1f} images/s ({stages})")
+        return "\n".join(lines + [self.summary()])
+
+
+def plan_ingestion(client, collection_name: str, folder: str | os.PathLike,
+                   model: str | None = None) -> IngestPlan:
+    """List the images under ``folder`` and keep those not indexed with the same size and mtime."""
+    root = Path(folder).expanduser().absolute()
+    files, skipped = [], []
+    for path in list_image_paths(root):
+        try:
+            st = path.stat()
+            str(path).encode("utf-8")
+        except (OSError, UnicodeEncodeError) as exc:
+            skipped.append((str(path), f"cannot read file name or metadata: {exc}"))
+            continue
+        files.append(FileInfo(str(path), st.st_size, st.st_mtime_ns, path_id(str(path)), label_for(path, root)))
+    if not files and not skipped:
+        raise TextimgError(f"no images in {folder} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))}, "
+                           "in any letter case, in sub-folders too)")
+    known = {}
+    if client.has_collection(collection_name):
+        if model is not None:
+            check_collection(client, collection_name, model)
+        client.load_collection(collection_name)
+        known = fetch_file_stats(client, collection_name, [f.id for f in files])
+    todo = [f for f in files if known.get(f.id) != (f.size, f.mtime)]
+    return IngestPlan(root, todo, len(files) - len(todo), skipped)
+
+
+class ImageFiles(Dataset):
+    """The reader: item ``i`` is ``(i, preprocessed tensor or None, reason it was skipped)``."""
+
+    def __init__(self, files: list[FileInfo], preprocess: Callable, max_side: int | None = None):
+        self.files, self.preprocess, self.max_side = files, preprocess, max_side
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        try:
+            return i, self.preprocess(load_image(self.files[i].filepath, self.max_side)), ""
+        except Exception as exc:  # any unreadable file is skipped, never the whole batch
+            return i, None, f"{type(exc).__name__}: {str(exc)[:200] or 'unreadable image'}"
+
+
+def collate(items) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]:
+    """Stack the good images of a batch; keep the indices so paths stay aligned with vectors."""
+    good = [(i, t) for i, t, _ in items if t is not None]
+    batch = torch.stack([t for _, t in good]) if good else None
+    return [i for i, _ in good], batch, [(i, reason) for i, t, reason in items if t is None]
+
+
+def read_batches(files: list[FileInfo], preprocess: Callable, batch_size: int = 32,
+                 num_workers: int | None = None, max_side: int | None = None) -> Iterator:
+    """Decode and preprocess in worker processes while the model works on the previous batch."""
+    if num_workers is None:
+        num_workers = default_workers()
+    num_workers = min(num_workers, max(0, (len(files) - 1) // batch_size))
+    return iter(DataLoader(ImageFiles(files, preprocess, max_side), batch_size=batch_size,
+                           num_workers=num_workers, collate_fn=collate,
+                           prefetch_factor=4 if num_workers else None,
+                           persistent_workers=False))
+
+
+def default_workers() -> int:
+    """Decoder processes: about half the CPU cores (the model uses the rest), at least 1."""
+    return max(1, min(8, (os.cpu_count() or 2) // 2))
+
+
+def ingest(client, collection_name: str, encoder, plan: IngestPlan, batch_size: int = 32,
+           num_workers: int | None = None, write_every: int = 256, progress: bool = True,
+           verbose: bool = True) -> IngestReport:
+    """Encode ``plan.todo`` in batches and upsert the vectors in chunks of ``write_every`` rows."""
+    start = time.perf_counter()
+    report = IngestReport(unchanged=plan.unchanged, skipped=list(plan.skipped))
+    if plan.todo:
+        create_collection(client, collection_name, encoder.dim, encoder.name)
+        _run(client, collection_name, encoder, plan, report, batch_size, num_workers, write_every,
+             progress, verbose)
+    if client.has_collection(collection_name):
+        report.total = count_rows(client, collection_name)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _run(client, collection_name, encoder, plan, report, batch_size, num_workers, write_every,
+         progress, verbose) -> None:
+    """The read -> encode -> write loop, timed per stage; writes what it has on Ctrl-C."""
+    from tqdm.auto import tqdm
+
+    side = 2 * getattr(encoder.model.visual, "input_resolution", 224)
+    batches = read_batches(plan.todo, encoder.preprocess, batch_size, num_workers, side)
+    buffer, timer = [], report.stage_seconds
+    bar = tqdm(total=len(plan.todo), unit="img", desc="indexing", disable=not progress)
+    try:
+        while True:
+            t0 = time.perf_counter()
+            item = next(batches, None)
+            timer["read"] += time.perf_counter() - t0
+            if item is None:
+                break
+            indices, batch, errors = item
+            for i, reason in errors:
+                report.skipped.append((plan.todo[i].filepath, reason))
+                if verbose:
+                    bar.write(f"skipping {plan.todo[i].filepath}: {reason}")
+            if batch is not None:
+                t0 = time.perf_counter()
+                image_embs = encoder.encode_images(batch)
+                timer["encode"] += time.perf_counter() - t0
+                buffer += [_row(plan.todo[i], emb) for i, emb in zip(indices, image_embs)]
+            if len(buffer) >= write_every:
+                report.indexed += _write(client, collection_name, buffer, timer)
+            bar.update(len(indices) + len(errors))
+    finally:
+        report.indexed += _write(client, collection_name, buffer, timer)
+        bar.close()
+
+
+def _row(info: FileInfo, emb) -> dict:
+    return {"id": info.id, "filepath": info.filepath, "label": info.label[:512],
+            "size": info.size, "mtime": info.mtime, "vector": emb.tolist()}
+
+
+def _write(client, collection_name: str, buffer: list[dict], timer: dict) -> int:
+    """Upsert and empty the buffer; returns how many rows were written."""
+    t0 = time.perf_counter()
+    n = len(buffer)
+    upsert_rows(client, collection_name, buffer)
+    buffer.clear()
+    timer["write"] += time.perf_counter() - t0
+    return n
+
+
+def index_folder(client, collection_name: str, folder: str | os.PathLike, encoder, **options) -> IngestReport:
+    """Index ``folder`` incrementally. ``encoder`` is an Encoder, or a function that loads one:
+    it is then called only when some file is new or changed (an unchanged re-run loads no model)."""
+    model = None if callable(encoder) else encoder.name
+    plan = plan_ingestion(client, collection_name, folder, model=options.pop("model", model))
+    if plan.todo and callable(encoder):
+        encoder = encoder()
+    return ingest(client, collection_name, encoder, plan, **options)

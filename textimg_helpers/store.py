@@ -1,0 +1,191 @@
+"""Milvus: the collection schema, writing rows, and searching them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+with warnings.catch_warnings():  # milvus-lite 2.5 imports pkg_resources
+    warnings.simplefilter("ignore")
+    from pymilvus import DataType, MilvusClient, MilvusException
+
+from .config import TextimgError
+
+log = logging.getLogger(__name__)
+MAX_PATH = 4096
+INDEX_PARAMS = {"index_type": "IVF_FLAT", "metric_type": "COSINE", "params": {"nlist": 128}}
+SEARCH_PARAMS = {"metric_type": "COSINE", "params": {"nprobe": 16}}
+MAX_TOP_K = 16384  # Milvus' limit for one search
+
+
+@dataclass
+class Hit:
+    """One search result."""
+
+    filepath: str
+    label: str
+    score: float
+    id: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def is_lite(uri: str) -> bool:
+    """True for a Milvus Lite file, False for a server URI (``http://...``)."""
+    return not re.match(r"^[a-z]+://", uri)
+
+
+def connect(uri: str, token: str = "") -> MilvusClient:
+    """Open Milvus: a Lite file (created with its folder) or a server / Zilliz Cloud URI."""
+    if is_lite(uri):
+        Path(uri).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return MilvusClient(uri=uri, token=token or "", timeout=30)
+    except Exception as exc:  # pymilvus raises several types here
+        raise TextimgError(explain_connect_error(uri, exc)) from None
+
+
+def explain_connect_error(uri: str, exc: Exception) -> str:
+    """One readable line for a failed connection, with the fix (and never the token)."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if is_lite(uri) and ("lock" in text.lower() or "Open local milvus failed" in text):
+        return (f"the Milvus Lite file {uri} is in use by another process (Milvus Lite allows one process "
+                "per file): close the other notebook or command, or use another file or a server URI "
+                "(--uri / TEXTIMG_MILVUS_URI)")
+    return f"cannot connect to Milvus at {uri}: {text[:300]}"
+
+
+def path_id(filepath: str) -> int:
+    """A stable 63-bit primary key for a file path (the same path always gets the same id)."""
+    return int.from_bytes(hashlib.blake2b(filepath.encode("utf-8", "surrogatepass"),
+                                          digest_size=8).digest(), "big") >> 1
+
+
+def create_collection(client: MilvusClient, collection_name: str, dim: int, model: str) -> None:
+    """Create the collection with an explicit schema, or check that the existing one matches."""
+    if client.has_collection(collection_name):
+        check_collection(client, collection_name, model, dim)
+        return
+    schema = MilvusClient.create_schema(auto_id=False, description=json.dumps({"model": model, "dim": dim}))
+    schema.add_field("id", DataType.INT64, is_primary=True)
+    schema.add_field("filepath", DataType.VARCHAR, max_length=MAX_PATH)
+    schema.add_field("label", DataType.VARCHAR, max_length=512)
+    schema.add_field("size", DataType.INT64)
+    schema.add_field("mtime", DataType.INT64)
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+    index_params = client.prepare_index_params()
+    index_params.add_index(field_name="vector", **INDEX_PARAMS)
+    client.create_collection(collection_name, schema=schema, index_params=index_params,
+                             consistency_level="Strong")
+
+
+def collection_info(client: MilvusClient, collection_name: str) -> dict:
+    """``{"model": ..., "dim": ...}`` remembered by a collection; errors if it does not exist."""
+    if not client.has_collection(collection_name):
+        known = ", ".join(client.list_collections()) or "none"
+        raise TextimgError(f"no collection named {collection_name!r} (existing: {known}); "
+                           "index a folder first: textimg index FOLDER")
+    desc = client.describe_collection(collection_name)
+    try:
+        info = json.loads(desc.get("description") or "{}")
+    except ValueError:
+        info = {}
+    vector = [f for f in desc["fields"] if f["type"] == DataType.FLOAT_VECTOR]
+    dim = int(vector[0]["params"]["dim"]) if vector else None
+    return {"model": info.get("model", "unknown"), "dim": dim}
+
+
+def check_collection(client: MilvusClient, collection_name: str, model: str, dim: int | None = None) -> None:
+    """Refuse to mix models: stop when the collection was built with another model or dim."""
+    info = collection_info(client, collection_name)
+    if info["model"] != model or (dim is not None and info["dim"] != dim):
+        raise TextimgError(
+            f"collection {collection_name!r} was built with model {info['model']} (dim {info['dim']}), "
+            f"not {model}" + (f" (dim {dim})" if dim else "") + ": use another collection name "
+            "(--collection) or rebuild it (textimg drop, then index again)")
+
+
+def open_collection(client: MilvusClient, collection_name: str, model: str | None = None) -> dict:
+    """Check a collection exists (and matches ``model``), load it for search; returns its info."""
+    info = collection_info(client, collection_name)
+    if model is not None:
+        check_collection(client, collection_name, model)
+    client.load_collection(collection_name)
+    return info
+
+
+def upsert_rows(client: MilvusClient, collection_name: str, rows: Sequence[dict]) -> None:
+    """Write rows, replacing any with the same path (a plain insert would duplicate them)."""
+    if rows:
+        client.upsert(collection_name, list(rows))
+
+
+def fetch_file_stats(client: MilvusClient, collection_name: str, ids: Sequence[int],
+                     chunk: int = 1000) -> dict[int, tuple[int, int]]:
+    """``{id: (size, mtime)}`` for those of ``ids`` already in the collection."""
+    found = {}
+    for start in range(0, len(ids), chunk):
+        part = ",".join(str(i) for i in ids[start:start + chunk])
+        rows = client.query(collection_name, filter=f"id in [{part}]", output_fields=["size", "mtime"])
+        found.update({r["id"]: (r["size"], r["mtime"]) for r in rows})
+    return found
+
+
+def count_rows(client: MilvusClient, collection_name: str) -> int:
+    """Number of rows, counted with Strong consistency (right after a write it is exact)."""
+    client.load_collection(collection_name)
+    res = client.query(collection_name, filter="", output_fields=["count(*)"], consistency_level="Strong")
+    return int(res[0]["count(*)"])
+
+
+def search_by_vector(client: MilvusClient, collection_name: str, vectors: np.ndarray,
+                     top_k: int = 10, filter: str = "") -> list[list[Hit]]:
+    """The ``top_k`` nearest rows for each query vector, best first."""
+    if top_k <= 0:
+        raise TextimgError(f"k must be at least 1, not {top_k}")
+    vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+    try:
+        res = client.search(collection_name, data=vectors.tolist(), limit=min(top_k, MAX_TOP_K),
+                            filter=filter or "", output_fields=["filepath", "label"],
+                            search_params=SEARCH_PARAMS, consistency_level="Strong")
+    except MilvusException as exc:
+        raise TextimgError(f"Milvus refused the search{' with filter ' + repr(filter) if filter else ''}: "
+                           f"{exc.message}") from None
+    return [[Hit(h["entity"]["filepath"], h["entity"]["label"], float(h["distance"]), int(h["id"]))
+             for h in hits] for hits in res]
+
+
+def search_by_text(client: MilvusClient, collection_name: str, encoder, query: str,
+                   top_k: int = 10, filter: str = "") -> list[Hit]:
+    """Encode ``query`` with CLIP and return the ``top_k`` closest images, best first."""
+    text_embs = encoder.encode_texts([query])
+    return search_by_vector(client, collection_name, text_embs, top_k, filter)[0]
+
+
+def drop_collection(client: MilvusClient, collection_name: str) -> None:
+    """Delete a collection and its rows (only ever on an explicit request)."""
+    collection_info(client, collection_name)
+    client.drop_collection(collection_name)
+
+
+def search_by_image(client: MilvusClient, collection_name: str, encoder, image_path: str,
+                    top_k: int = 10, filter: str = "") -> list[Hit]:
+    """"More like this": the ``top_k`` images closest to the one at ``image_path``."""
+    from .data import load_image
+
+    try:
+        image = load_image(image_path)
+    except FileNotFoundError:
+        raise TextimgError(f"image not found: {image_path}") from None
+    except Exception as exc:
+        raise TextimgError(f"cannot read image {image_path}: {exc}") from None
+    return search_by_vector(client, collection_name, encoder.encode_images([image]), top_k, filter)[0]
