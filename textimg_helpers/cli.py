@@ -66,12 +66,15 @@ def cmd_index(job: Job, args) -> int:
 
 def cmd_search(job: Job, args) -> int:
     from .encoders import check_query
+    from .evaluate import ENSEMBLE_TEMPLATES
     from .store import open_collection, search_by_text
 
     check_query(args.query)  # cheap checks before loading anything
     client = job.connect()
     open_collection(client, job.collection_name, job.model_name)
-    hits = search_by_text(client, job.collection_name, job.load_encoder(), args.query, args.k, args.where)
+    templates = ENSEMBLE_TEMPLATES if args.ensemble else None
+    hits = search_by_text(client, job.collection_name, job.load_encoder(), args.query, args.k, args.where,
+                          templates)
     return print_hits(hits, args)
 
 
@@ -106,6 +109,29 @@ def save_grid(hits, path, title=None) -> None:
 
     show_results(hits, title=title, save_to=path)
     say(f"grid written to {path}")
+
+
+def cmd_eval(job: Job, args) -> int:
+    from .evaluate import PHOTO_TEMPLATE, TEMPLATE_SETS, compare_templates, evaluate
+    from .ingest import index_folder
+
+    if args.template and "{}" not in args.template:
+        raise TextimgError(f"--template needs a {{}} where the label goes, e.g. 'a photo of a {{}}', "
+                           f"not {args.template!r}")
+    client, encoder = job.connect(), job.load_encoder()
+    report = index_folder(client, job.collection_name, args.folder, encoder, batch_size=args.batch_size,
+                          progress=not args.quiet)
+    say(report.summary())
+    if job.random_weights or job.model_name.startswith("shapes-clip"):
+        say(f"note: {job.model_name} is " + ("a random-weights model: expect chance-level figures"
+            if job.random_weights else "trained only on coloured shapes: expect low figures on photographs"))
+    if args.compare:
+        for name, result in compare_templates(client, job.collection_name, encoder, args.folder).items():
+            print(f"{name:>9}: {result.summary()}")
+        return 0
+    templates = TEMPLATE_SETS["ensemble"] if args.ensemble else (args.template or PHOTO_TEMPLATE,)
+    print(evaluate(client, job.collection_name, encoder, args.folder, templates))
+    return 0
 
 
 def cmd_stats(job: Job, args) -> int:
@@ -174,6 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="print only a JSON list of hits")
         p.add_argument("--grid", help="also write a PNG grid of the results here")
         p.add_argument("--where", default="", help='Milvus filter, e.g. \'label == "red_circle"\'')
+        if name == "search":
+            p.add_argument("--ensemble", action="store_true", help="average several prompt templates")
+    p = sub.add_parser("eval", parents=[common], help="index a labelled folder, then measure recall@k and mAP@10")
+    p.add_argument("folder", help="labels from sub-folder names or <wnid>_<label>.JPEG file names")
+    p.add_argument("--template", help="query template, default 'a photo of a {}'")
+    p.add_argument("--ensemble", action="store_true", help="average several templates (prompt ensembling)")
+    p.add_argument("--compare", action="store_true", help="bare label vs 'a photo of a ...' vs ensemble")
+    p.add_argument("--batch-size", type=int, default=32)
     sub.add_parser("stats", parents=[common], help="rows, model and dimension of the collection")
     p = sub.add_parser("drop", parents=[common], help="delete the collection")
     p.add_argument("--yes", action="store_true")
@@ -181,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"demo": cmd_demo, "index": cmd_index, "search": cmd_search, "similar": cmd_similar,
-            "stats": cmd_stats, "drop": cmd_drop}
+            "stats": cmd_stats, "drop": cmd_drop, "eval": cmd_eval}
 
 
 def main(argv: list[str] | None = None) -> int:

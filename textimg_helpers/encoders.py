@@ -83,6 +83,17 @@ class Encoder:
         return normalize(embs)
 
 
+def encode_queries(encoder: Encoder, queries: Sequence[str], templates: Sequence[str] | None = None) -> np.ndarray:
+    """Text vectors for queries; with ``templates`` ("a photo of a {}"), each query is put in every
+    template, the vectors averaged and normalised again (prompt ensembling)."""
+    if not templates:
+        return encoder.encode_texts(queries)
+    for query in queries:
+        check_query(query)
+    embs = np.stack([encoder.encode_texts([t.format(q) for t in templates]).mean(axis=0) for q in queries])
+    return embs / np.linalg.norm(embs, axis=1, keepdims=True)
+
+
 def normalize(embs: torch.Tensor) -> np.ndarray:
     """Float32 numpy rows scaled to unit length (so a dot product is a cosine)."""
     embs = embs.float()

@@ -165,9 +165,14 @@ def search_by_vector(client: MilvusClient, collection_name: str, vectors: np.nda
 
 
 def search_by_text(client: MilvusClient, collection_name: str, encoder, query: str,
-                   top_k: int = 10, filter: str = "") -> list[Hit]:
-    """Encode ``query`` with CLIP and return the ``top_k`` closest images, best first."""
-    text_embs = encoder.encode_texts([query])
+                   top_k: int = 10, filter: str = "", templates: Sequence[str] | None = None) -> list[Hit]:
+    """Encode ``query`` with CLIP and return the ``top_k`` closest images, best first.
+
+    ``templates`` (e.g. ``["a photo of a {}", "a drawing of a {}"]``) averages the query's vectors
+    over several phrasings (prompt ensembling)."""
+    from .encoders import encode_queries
+
+    text_embs = encode_queries(encoder, [query], templates)
     return search_by_vector(client, collection_name, text_embs, top_k, filter)[0]
 
 

@@ -1,0 +1,92 @@
+"""The CLI contract, end to end in real subprocesses, on generated images and Milvus Lite."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from textimg_helpers.data import shapes_images
+
+ROOT = Path(__file__).resolve().parent.parent
+SUMMARY = re.compile(r"^indexed=(\d+) skipped=(\d+) unchanged=(\d+) total=(\d+)$")
+
+
+def textimg(*args, cwd, env_extra=None):
+    env = {**os.environ, "TEXTIMG_PROFILE": "shapes", **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "textimg_helpers", *args, "-q"], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory):
+    """120 shapes images (3 per class) indexed once into a Lite file of their own."""
+    work = tmp_path_factory.mktemp("cli")
+    folder = shapes_images(work / "data", per_class=3)
+    env = {"TEXTIMG_DATA_DIR": str(work / "data")}
+    first = textimg("index", str(folder), "--batch-size", "16", cwd=work, env_extra=env)
+    return work, folder, env, first
+
+
+def snapshot(text, folder):
+    return re.sub(r"\d\.\d{3}", "S", text.replace(str(folder), "<DIR>"))
+
+
+def test_index_prints_the_summary_line_last(indexed):
+    work, folder, env, first = indexed
+    assert first.returncode == 0, first.stderr
+    assert SUMMARY.match(first.stdout.strip().splitlines()[-1]).groups() == ("120", "0", "0", "120")
+
+
+def test_unchanged_rerun_indexes_nothing_and_loads_no_model(indexed):
+    work, folder, env, _ = indexed
+    again = textimg("index", str(folder), cwd=work, env_extra={**env, "TEXTIMG_MODEL": "/no/such/model.pt"})
+    assert again.returncode == 0, again.stderr  # a model load would have failed on that path...
+    assert again.stdout.strip().splitlines()[-1] == "indexed=0 skipped=0 unchanged=120 total=120"
+
+
+def test_search_prints_score_and_path_best_first(indexed):
+    work, folder, env, _ = indexed
+    out = textimg("search", "a red circle", "-k", "3", cwd=work, env_extra=env)
+    assert out.returncode == 0, out.stderr
+    lines = snapshot(out.stdout, folder).splitlines()
+    assert sorted(lines) == [f"S  <DIR>/red_circle_000{i}.png" for i in range(3)]
+    scores = [float(line.split()[0]) for line in out.stdout.splitlines()]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_search_json_is_only_a_json_list_best_first(indexed):
+    work, folder, env, _ = indexed
+    out = textimg("search", "a blue square", "-k", "5", "--json", cwd=work, env_extra=env)
+    hits = json.loads(out.stdout)
+    assert len(hits) == 5 and all({"filepath", "score"} <= set(h) for h in hits)
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    assert [Path(h["filepath"]).name.startswith("blue_square") for h in hits[:3]] == [True] * 3
+
+
+def test_stats_line(indexed):
+    work, folder, env, _ = indexed
+    out = textimg("stats", cwd=work, env_extra=env)
+    assert out.stdout.strip() == "rows=120 model=shapes-clip dim=" + out.stdout.strip().split("dim=")[1]
+    assert int(out.stdout.strip().split("dim=")[1]) > 0
+
+
+def test_errors_are_one_line_without_traceback(indexed):
+    work, folder, env, _ = indexed
+    out = textimg("search", "a dog", "--collection", "nope", cwd=work, env_extra=env)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines()[-1].startswith("textimg: error: no collection named 'nope'")
+    assert "Traceback" not in out.stderr
+
+
+def test_demo_ends_with_ten_red_circles_and_a_grid(tmp_path):
+    out = textimg("demo", cwd=tmp_path, env_extra={"TEXTIMG_DATA_DIR": str(tmp_path / "data")})
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert lines[0] == "top 10 for 'a red circle':"
+    names = [Path(line.split("  ", 1)[1]).name for line in lines[1:]]
+    assert len(names) == 10 and all(n.startswith("red_circle_") for n in names), names
+    assert (tmp_path / "outputs" / "demo_grid.png").stat().st_size > 10_000

@@ -1,0 +1,65 @@
+"""Encoders return L2-normalised float32 arrays, one row per image or text."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from textimg_helpers.config import SHAPES_CHECKPOINT, TextimgError
+from textimg_helpers.encoders import load_encoder, pick_device
+
+
+@pytest.fixture(scope="module")
+def vit_b_32():
+    """The real ViT-B/32 architecture with random weights (no download)."""
+    return load_encoder("ViT-B/32", device="cpu", random_weights=True)
+
+
+def _images(n):
+    rng = np.random.default_rng(0)
+    return [Image.fromarray(rng.integers(0, 255, (120, 90, 3), dtype=np.uint8)) for _ in range(n)]
+
+
+def test_vit_b_32_architecture_gives_512d_unit_vectors(vit_b_32):
+    image_embs = vit_b_32.encode_images(_images(3))
+    text_embs = vit_b_32.encode_texts(["a white dog", "a red circle"])
+    assert vit_b_32.name == "ViT-B/32+random" and vit_b_32.dim == 512
+    for embs, n in ((image_embs, 3), (text_embs, 2)):
+        assert embs.shape == (n, 512) and embs.dtype == np.float32
+        np.testing.assert_allclose(np.linalg.norm(embs, axis=1), 1.0, atol=1e-5)
+
+
+def test_random_weights_are_the_same_in_every_process(vit_b_32):
+    again = load_encoder("ViT-B/32", device="cpu", random_weights=True)
+    np.testing.assert_allclose(again.encode_texts(["a dog"]), vit_b_32.encode_texts(["a dog"]), atol=1e-6)
+
+
+def test_images_and_preprocessed_tensors_give_the_same_vectors(vit_b_32):
+    images = _images(2)
+    batch = __import__("torch").stack([vit_b_32.preprocess(img) for img in images])
+    np.testing.assert_allclose(vit_b_32.encode_images(images), vit_b_32.encode_images(batch), atol=1e-5)
+
+
+def test_shapes_checkpoint_loads_through_clip_load():
+    encoder = load_encoder(str(SHAPES_CHECKPOINT), device="cpu")
+    assert encoder.name == "shapes-clip"
+    embs = encoder.encode_texts(["a red circle"])
+    assert embs.shape == (1, encoder.dim)
+    np.testing.assert_allclose(np.linalg.norm(embs), 1.0, atol=1e-5)
+
+
+def test_empty_query_is_refused_and_long_query_truncated_with_a_warning(vit_b_32):
+    with pytest.raises(TextimgError, match="query is empty"):
+        vit_b_32.encode_texts(["   "])
+    with pytest.warns(UserWarning, match="CLIP reads only the first 77"):
+        embs = vit_b_32.encode_texts(["a very long caption " * 40])
+    assert embs.shape == (1, 512)
+
+
+def test_unknown_model_name_is_a_clear_error():
+    with pytest.raises(TextimgError, match="neither a CLIP name"):
+        load_encoder("ViT-Q/99", device="cpu")
+
+
+def test_device_auto_is_cpu_here_and_explicit_choice_wins():
+    assert pick_device("cpu") == "cpu"
+    assert pick_device("auto") in ("cpu", "cuda", "mps")

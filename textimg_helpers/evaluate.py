@@ -1,0 +1,109 @@
+"""Measured retrieval quality: one text query per label, recall@k and mAP@10 over all labels."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .data import label_for, list_image_paths
+from .encoders import encode_queries
+from .store import Hit, search_by_vector
+
+PHOTO_TEMPLATE = "a photo of a {}"
+# A few of the prompts from CLIP's ImageNet prompt-engineering notebook.
+ENSEMBLE_TEMPLATES = ("a photo of a {}.", "a bad photo of a {}.", "a photo of the large {}.",
+                      "a photo of the small {}.", "a close-up photo of a {}.", "a bright photo of a {}.",
+                      "a cropped photo of a {}.", "a drawing of a {}.", "itap of a {}.", "a good photo of a {}.")
+TEMPLATE_SETS = {"label": ("{}",), "photo": (PHOTO_TEMPLATE,), "ensemble": ENSEMBLE_TEMPLATES}
+
+
+@dataclass
+class LabelResult:
+    """How one label's query did: its relevant count, the rank of its first hit, AP@10, top hits."""
+
+    label: str
+    relevant: int
+    first_rank: int | None
+    ap10: float
+    hits: list[Hit] = field(repr=False, default_factory=list)
+
+
+@dataclass
+class EvalReport:
+    """Recall@1/5/10 (share of labels with a relevant image in the top k) and mAP@10."""
+
+    templates: tuple[str, ...]
+    results: list[LabelResult]
+    images: int
+
+    def recall(self, k: int) -> float:
+        return float(np.mean([r.first_rank is not None and r.first_rank <= k for r in self.results]))
+
+    @property
+    def map10(self) -> float:
+        return float(np.mean([r.ap10 for r in self.results]))
+
+    def worst(self, n: int = 5) -> list[LabelResult]:
+        """The labels whose query did worst (lowest AP@10, then latest first hit)."""
+        return sorted(self.results, key=lambda r: (r.ap10, -(r.first_rank or 10**9)))[:n]
+
+    def summary(self) -> str:
+        return (f"recall@1={self.recall(1):.3f} recall@5={self.recall(5):.3f} "
+                f"recall@10={self.recall(10):.3f} mAP@10={self.map10:.3f}")
+
+    def __str__(self) -> str:
+        lines = [f"labels={len(self.results)} images={self.images} templates={list(self.templates)[:3]}"
+                 + ("..." if len(self.templates) > 3 else ""), "worst labels:"]
+        for r in self.worst():
+            top = ", ".join(f"{h.label} {h.score:.2f}" for h in r.hits[:3])
+            lines.append(f"  {r.label}: first relevant at {r.first_rank or '>10'}, AP@10 {r.ap10:.2f}; top: {top}")
+        return "\n".join(lines + [self.summary()])
+
+
+def labelled_images(folder: str | os.PathLike) -> dict[str, int]:
+    """``{label: number of images}`` from sub-folder names or file names."""
+    root = Path(folder).expanduser().absolute()
+    counts: dict[str, int] = {}
+    for path in list_image_paths(root):
+        label = label_for(path, root)
+        counts[label] = counts.get(label, 0) + 1
+    return counts
+
+
+def average_precision(relevant: list[bool], n_relevant: int, k: int = 10) -> float:
+    """AP@k: mean of precision@i at each relevant rank i <= k, over min(k, n_relevant)."""
+    found, total = 0, 0.0
+    for i, is_rel in enumerate(relevant[:k], start=1):
+        if is_rel:
+            found += 1
+            total += found / i
+    return total / min(k, n_relevant) if n_relevant else 0.0
+
+
+def evaluate(client, collection_name: str, encoder, folder: str | os.PathLike,
+             templates: tuple[str, ...] = (PHOTO_TEMPLATE,), top_k: int = 10) -> EvalReport:
+    """Query every label of ``folder`` (already indexed) and score the top ``top_k`` hits."""
+    counts = labelled_images(folder)
+    labels = sorted(counts)
+    text_embs = encode_queries(encoder, [lab.replace("_", " ") for lab in labels], templates)
+    prefix = str(Path(folder).expanduser().absolute()).replace("\\", "\\\\").replace('"', '\\"')
+    in_folder = f'filepath like "{prefix}/%"' if "%" not in prefix else ""  # this folder's rows only
+    results = []
+    for start in range(0, len(labels), 256):
+        chunk = labels[start:start + 256]
+        for label, hits in zip(chunk, search_by_vector(client, collection_name, text_embs[start:start + 256],
+                                                       top_k, in_folder)):
+            relevant = [h.label == label for h in hits]
+            first = relevant.index(True) + 1 if True in relevant else None
+            results.append(LabelResult(label, counts[label], first,
+                                       average_precision(relevant, counts[label], top_k), hits))
+    return EvalReport(tuple(templates), results, sum(counts.values()))
+
+
+def compare_templates(client, collection_name: str, encoder, folder) -> dict[str, EvalReport]:
+    """The same evaluation with a bare label, "a photo of a ...", and an average of templates."""
+    return {name: evaluate(client, collection_name, encoder, folder, templates)
+            for name, templates in TEMPLATE_SETS.items()}

@@ -1,0 +1,95 @@
+"""A live search panel (ipywidgets): a query box, a k slider, thumbnails, "more like this".
+
+The logic lives here so that a test can drive the panel without a browser: set ``panel.query.value``,
+press ``panel.submit.click()``, and read ``panel.hits``, ``panel.results`` and ``panel.status``.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import ipywidgets as widgets
+
+from .store import Hit, search_by_image, search_by_text
+from .viz import thumbnail
+
+THUMB_SIZE = 120
+
+
+class SearchPanel:
+    """Type a query, pick k, press Search; each result has a "more like this" button."""
+
+    def __init__(self, client, collection_name: str, encoder, top_k: int = 5, max_k: int = 20,
+                 thumb_size: int = THUMB_SIZE):
+        self.client, self.collection_name, self.encoder = client, collection_name, encoder
+        self.thumb_size = thumb_size
+        self.hits: list[Hit] = []
+        self.query = widgets.Text(placeholder="a red circle", description="Query",
+                                  layout=widgets.Layout(width="420px"))
+        self.k = widgets.IntSlider(value=top_k, min=1, max=max_k, description="k")
+        self.submit = widgets.Button(description="Search", button_style="primary", icon="search")
+        self.status = widgets.HTML()
+        self.results = widgets.GridBox(layout=widgets.Layout(
+            grid_template_columns=f"repeat(auto-fill, {thumb_size + 20}px)", grid_gap="8px"))
+        self.submit.on_click(lambda _button: self.search())
+
+    @property
+    def widget(self) -> widgets.VBox:
+        """The whole panel, to display in a notebook cell."""
+        return widgets.VBox([widgets.HBox([self.query, self.k, self.submit]), self.status, self.results])
+
+    def search(self) -> None:
+        """Search for the text in the query box; errors go to the status line."""
+        query = self.query.value
+        self._run(lambda: search_by_text(self.client, self.collection_name, self.encoder, query,
+                                         top_k=self.k.value),
+                  f"for {query.strip()!r}")
+
+    def more_like(self, hit: Hit) -> None:
+        """Search for the images closest to the image of ``hit`` ("more like this")."""
+        self._run(lambda: search_by_image(self.client, self.collection_name, self.encoder, hit.filepath,
+                                          top_k=self.k.value),
+                  f"like {Path(hit.filepath).name}")
+
+    def _run(self, find: Callable[[], list[Hit]], title: str) -> None:
+        """Call ``find``, then show its hits under "top n <title>", or the error (hits stay as they were)."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                hits = find()
+            except Exception as exc:  # a panel shows errors; it never raises into the notebook
+                self.show_status(str(exc) or type(exc).__name__, error=True)
+                return
+        self.show_hits(hits)
+        notes = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+        self.show_status("; ".join([f"top {len(hits)} {title}"] + notes), error=False)
+
+    def show_hits(self, hits: list[Hit]) -> None:
+        """Replace the thumbnails with one card per hit."""
+        self.hits = list(hits)
+        self.results.children = [self.result_card(hit) for hit in self.hits]
+
+    def result_card(self, hit: Hit) -> widgets.VBox:
+        """Thumbnail, ``label score`` caption and a "more like this" button for one hit."""
+        image = widgets.Image(value=png_bytes(hit.filepath, self.thumb_size), format="png",
+                              width=self.thumb_size, height=self.thumb_size)
+        caption = widgets.Label(f"{hit.label} {hit.score:.3f}", tooltip=hit.filepath)
+        more = widgets.Button(description="more like this", layout=widgets.Layout(width=f"{self.thumb_size}px"))
+        more.on_click(lambda _button: self.more_like(hit))
+        return widgets.VBox([image, caption, more])
+
+    def show_status(self, text: str, error: bool = False) -> None:
+        """One line above the results: what is shown, or in red what went wrong."""
+        colour = "#b00020" if error else "#444"
+        self.status.value = f'<span style="color:{colour}">{html.escape(text)}</span>'
+
+
+def png_bytes(filepath: str, size: int = THUMB_SIZE) -> bytes:
+    """A PNG thumbnail of an image (a grey square if it cannot be read)."""
+    buffer = io.BytesIO()
+    thumbnail(filepath, size).save(buffer, format="PNG")
+    return buffer.getvalue()
