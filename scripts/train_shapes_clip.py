@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import random
 import sys
 import tempfile
@@ -18,7 +19,9 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # no busy-waiting threads: much faster on a shared 2-core CPU
+import torch  # noqa: E402
 import torch.nn.functional as F
 
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
@@ -33,14 +36,14 @@ from textimg_helpers.shapes import (  # noqa: E402
 )
 
 DEFAULT_OUT = ROOT / "textimg_helpers" / "assets" / "shapes_clip.pt"
-ARCH = dict(
-    embed_dim=128, image_resolution=64, vision_layers=4, vision_width=128, vision_patch_size=8,
+ARCH = dict(  # ModifiedResNet vision tower (learns shapes far faster than a ViT on a CPU budget)
+    embed_dim=128, image_resolution=64, vision_layers=(1, 1, 1, 1), vision_width=16, vision_patch_size=None,
     context_length=77, vocab_size=49408, transformer_width=64, transformer_heads=1, transformer_layers=3,
 )
 TRAIN_PER_CLASS = 150
 IMAGES_PER_CLASS_PER_STEP = 3
 LR, WEIGHT_DECAY, WARMUP = 1e-3, 0.05, 60
-MAX_FILE_BYTES = 12 * 1024 * 1024
+MAX_FILE_BYTES = 12_000_000
 EVAL_SEED, EVAL_PER_CLASS = 2024, 10
 SANITY_SEED, SANITY_PER_CLASS = 7, 12
 
@@ -132,13 +135,13 @@ def train(model: CLIP, steps: int, seed: int) -> None:
     print(f"dataset {tuple(images.shape)} built in {time.time() - start:.1f}s", flush=True)
     optimizer, gen = make_optimizer(model), torch.Generator().manual_seed(seed)
     class_ids = torch.arange(len(CLASS_NAMES))
-    model.train()
+    model.to(memory_format=torch.channels_last).train()
     for step in range(steps):
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, steps)
         batch = sample_batch(labels, IMAGES_PER_CLASS_PER_STEP, gen)
         texts = captions[torch.randint(0, len(TEMPLATES), (len(CLASS_NAMES),), generator=gen), class_ids]
-        loss, accuracy = clip_loss(model, augment(images[batch], gen), labels[batch], texts)
+        loss, accuracy = clip_loss(model, augment(images[batch], gen).contiguous(memory_format=torch.channels_last), labels[batch], texts)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -150,7 +153,7 @@ def train(model: CLIP, steps: int, seed: int) -> None:
 def save_fp16(model: CLIP, out: Path) -> None:
     """Save the state dict in fp16 (like openai's checkpoints) and check the file size."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    state = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
     torch.save(state, out)
     size = out.stat().st_size
     print(f"saved {out} ({size / 1e6:.2f} MB)", flush=True)
@@ -177,41 +180,48 @@ def precision_at_k(image_emb: torch.Tensor, labels: list[str], text_emb: torch.T
     return [sum(labels[j] == CLASS_NAMES[q] for j in top[q].tolist()) / k for q in range(len(CLASS_NAMES))]
 
 
+def report_template(model: CLIP, gallery: torch.Tensor, labels: list[str], template: str) -> bool:
+    """Print precision@5 (mean, min), recall@1 and zero-shot accuracy of one template; return if targets met."""
+    text_emb = embed_texts(model, template)
+    p5 = precision_at_k(gallery, labels, text_emb, 5)
+    r1 = precision_at_k(gallery, labels, text_emb, 1)
+    predicted = (gallery @ text_emb.t()).argmax(dim=1).tolist()
+    accuracy = np.mean([CLASS_NAMES[i] == label for i, label in zip(predicted, labels)])
+    print(f"[{template!r}] precision@5 mean {np.mean(p5):.4f} min {min(p5):.2f} "
+          f"(worst {CLASS_NAMES[int(np.argmin(p5))]})  recall@1 {np.mean(r1):.4f}  "
+          f"zero-shot image accuracy {accuracy:.4f}", flush=True)
+    return bool(np.mean(p5) >= 0.95 and min(p5) >= 0.8)
+
+
 def evaluate(path: Path) -> bool:
-    """Load the saved model with clip.load, report retrieval metrics and return whether targets are met."""
+    """Load the saved model with clip.load, report retrieval metrics on new images; return if targets met."""
     model, preprocess = clip.load(str(path), jit=False, device="cpu")
-    ok = True
     with tempfile.TemporaryDirectory() as tmp:
-        gallery, labels = embed_folder(model, preprocess, generate_shapes(Path(tmp) / "eval", EVAL_PER_CLASS, EVAL_SEED))
-        for template in ("a {}", "a photo of a {}"):
-            text_emb = embed_texts(model, template)
-            p5 = precision_at_k(gallery, labels, text_emb, 5)
-            r1 = precision_at_k(gallery, labels, text_emb, 1)
-            worst = CLASS_NAMES[int(np.argmin(p5))]
-            print(f"[{template!r}] precision@5 mean {np.mean(p5):.4f} min {min(p5):.2f} ({worst})  "
-                  f"recall@1 {np.mean(r1):.4f}  zero-shot image accuracy "
-                  f"{np.mean([CLASS_NAMES[i] == l for i, l in zip((gallery @ text_emb.t()).argmax(1).tolist(), labels)]):.4f}")
-            ok &= np.mean(p5) >= 0.95 and min(p5) >= 0.8
-        sanity, sanity_labels = embed_folder(model, preprocess, generate_shapes(Path(tmp) / "sanity", SANITY_PER_CLASS, SANITY_SEED))
-        p10 = precision_at_k(sanity, sanity_labels, embed_texts(model, "a {}"), 10)
-        print(f"sanity: 'a red circle' top-10 precision {p10[CLASS_NAMES.index('red_circle')]:.2f}; "
-              f"precision@10 over {SANITY_PER_CLASS}-per-class gallery mean {np.mean(p10):.4f} min {min(p10):.2f}")
-        ok &= p10[CLASS_NAMES.index("red_circle")] == 1.0
-    return bool(ok)
+        paths = generate_shapes(Path(tmp) / "eval", EVAL_PER_CLASS, EVAL_SEED)
+        gallery, labels = embed_folder(model, preprocess, paths)
+        print(f"evaluation gallery: {len(paths)} images (seed {EVAL_SEED})", flush=True)
+        ok = all([report_template(model, gallery, labels, t) for t in ("a {}", "a photo of a {}")])
+        paths = generate_shapes(Path(tmp) / "sanity", SANITY_PER_CLASS, SANITY_SEED)
+        sanity, sanity_labels = embed_folder(model, preprocess, paths)
+    p10 = precision_at_k(sanity, sanity_labels, embed_texts(model, "a {}"), 10)
+    red_circle = p10[CLASS_NAMES.index("red_circle")]
+    print(f"sanity ({SANITY_PER_CLASS}/class, seed {SANITY_SEED}): 'a red circle' top-10 precision {red_circle:.2f}; "
+          f"precision@10 of all 'a <colour> <shape>' queries mean {np.mean(p10):.4f} min {min(p10):.2f}", flush=True)
+    return ok and red_circle == 1.0 and min(p10) >= 0.8
 
 
 def main() -> None:
     """Parse arguments, train, save and evaluate."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output .pt path")
-    parser.add_argument("--steps", type=int, default=700, help="training steps")
+    parser.add_argument("--steps", type=int, default=800, help="training steps")
     parser.add_argument("--seed", type=int, default=TRAIN_SEED, help="training seed (data and init)")
     args = parser.parse_args()
     seed_everything(args.seed)
     start = time.time()
     model = CLIP(**ARCH)
     train(model, args.steps, args.seed)
-    print(f"training took {time.time() - start:.0f}s", flush=True)
+    print(f"training took {time.time() - start:.0f}s (wall clock, including data generation)", flush=True)
     save_fp16(model, args.out)
     ok = evaluate(args.out)
     print("targets met" if ok else "TARGETS NOT MET", flush=True)
