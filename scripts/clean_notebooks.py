@@ -33,14 +33,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("notebooks", nargs="*", type=Path)
     parser.add_argument("--check", action="store_true", help="only report notebooks that need cleaning")
     args = parser.parse_args(argv)
-    dirty = []
+    dirty = 0
     for path in args.notebooks or sorted((ROOT / "notebooks").glob("*.ipynb")):
         nb = nbformat.read(path, as_version=4)
-        if clean(nb):
-            dirty.append(path)
-            if not args.check:
-                nbformat.write(nb, path)
-        print(f"{'dirty' if args.check else 'cleaned'} {path}" if path in dirty else f"clean   {path}")
+        changed = clean(nb)
+        if changed and not args.check:
+            nbformat.write(nb, path)
+        dirty += changed
+        print(f"{('dirty' if args.check else 'cleaned') if changed else 'clean':8}{path}")
     return 1 if args.check and dirty else 0
 
 

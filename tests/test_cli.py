@@ -43,8 +43,11 @@ def test_index_prints_the_summary_line_last(indexed):
 
 def test_unchanged_rerun_indexes_nothing_and_loads_no_model(indexed):
     work, folder, env, _ = indexed
-    again = textimg("index", str(folder), cwd=work, env_extra={**env, "TEXTIMG_MODEL": "/no/such/model.pt"})
-    assert again.returncode == 0, again.stderr  # a model load would have failed on that path...
+    garbage = work / "shapes-clip.pt"  # same model name, but loading it would fail loudly
+    garbage.write_bytes(b"not a checkpoint")
+    again = textimg("index", str(folder), "--model", str(garbage), "--collection", "textimg_shapes_clip",
+                    cwd=work, env_extra=env)
+    assert again.returncode == 0, again.stderr
     assert again.stdout.strip().splitlines()[-1] == "indexed=0 skipped=0 unchanged=120 total=120"
 
 

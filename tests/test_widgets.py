@@ -4,9 +4,7 @@ import os
 
 import pytest
 
-from textimg_helpers.config import Settings, model_for_profile
 from textimg_helpers.data import shapes_images
-from textimg_helpers.encoders import load_encoder
 from textimg_helpers.ingest import index_folder
 from textimg_helpers.store import connect
 from textimg_helpers.widgets import SearchPanel
@@ -15,26 +13,21 @@ COLLECTION = "panel_test"
 
 
 @pytest.fixture(scope="module")
-def encoder():
-    settings = Settings.from_env().with_(profile="shapes")
-    return load_encoder(model_for_profile("shapes", settings.model), device="cpu")
-
-
-@pytest.fixture(scope="module")
-def indexed(tmp_path_factory, encoder):
+def indexed(tmp_path_factory, shapes_encoder):
     """Three generated images per shape class, indexed in a Milvus Lite file of its own."""
     root = tmp_path_factory.mktemp("panel")
     folder = shapes_images(root, per_class=3)
     client = connect(str(root / "milvus.db"))
-    report = index_folder(client, COLLECTION, folder, encoder, progress=False, num_workers=0)
+    report = index_folder(client, COLLECTION, folder, shapes_encoder, progress=False, num_workers=0)
     assert report.indexed == len(os.listdir(folder))
     yield client
     client.close()
 
 
 @pytest.fixture
-def panel(indexed, encoder):
-    return SearchPanel(indexed, COLLECTION, encoder)
+def panel(indexed, shapes_encoder):
+    """A fresh panel on the indexed images (``shapes_encoder`` comes from tests/conftest.py)."""
+    return SearchPanel(indexed, COLLECTION, shapes_encoder)
 
 
 def captions(panel):
@@ -48,7 +41,7 @@ def test_submit_shows_k_thumbnails_of_red_circles(panel):
     panel.submit.click()
     cards = panel.results.children
     assert len(cards) == 3 and len(panel.hits) == 3
-    assert all(card.children[0].value.startswith(b"\x89PNG") for card in cards)
+    assert all(bytes(card.children[0].value).startswith(b"\x89PNG") for card in cards)
     assert [text.split()[0] for text in captions(panel)] == ["red_circle"] * 3
     assert captions(panel)[0] == f"red_circle {panel.hits[0].score:.3f}"
     assert "top 3 for 'a red circle'" in panel.status.value

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,7 +61,8 @@ def cmd_index(job: Job, args) -> int:
     from .ingest import index_folder
 
     report = index_folder(job.connect(), job.collection_name, args.folder, job.load_encoder,
-                          model=job.model_name, batch_size=args.batch_size, progress=not args.quiet)
+                          model=job.model_name, batch_size=args.batch_size, write_every=args.write_every,
+                          progress=not args.quiet)
     print(report)
     return 0
 
@@ -69,7 +72,7 @@ def cmd_search(job: Job, args) -> int:
     from .evaluate import ENSEMBLE_TEMPLATES
     from .store import open_collection, search_by_text
 
-    check_query(args.query)  # cheap checks before loading anything
+    check_query(args.query, warn=False)  # fail fast, before loading anything
     client = job.connect()
     open_collection(client, job.collection_name, job.model_name)
     templates = ENSEMBLE_TEMPLATES if args.ensemble else None
@@ -192,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("index", parents=[common], help="index a folder of images (incremental)")
     p.add_argument("folder")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--write-every", type=int, default=256,
+                   help="rows per write to Milvus (default 256; fewer loses less work if the run is killed)")
     for name, target, helptext in (("search", "query", "search by text"),
                                    ("similar", "image", "search by example image")):
         p = sub.add_parser(name, parents=[common], help=helptext)
@@ -226,8 +231,13 @@ def main(argv: list[str] | None = None) -> int:
             build_parser().error(f"{'-k' if option == 'k' else '--batch-size'} must be at least 1, "
                                  f"not {getattr(args, option)}")
     token = Settings.from_env().milvus_token
+    if not args.debug:  # pymilvus logs each failed call with a traceback; our error line says it all
+        for name in ("pymilvus", "pymilvus.milvus_client"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
-        return COMMANDS[args.command](Job.from_args(args), args)
+        with warnings.catch_warnings():  # warnings as one line on stderr, like errors
+            warnings.showwarning = lambda message, *_: say(f"textimg: warning: {redact(str(message), token)}")
+            return COMMANDS[args.command](Job.from_args(args), args)
     except KeyboardInterrupt:
         say("textimg: interrupted; what was written is kept, run the same command again to continue")
         return 130

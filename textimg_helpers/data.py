@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import shutil
@@ -25,7 +26,8 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a g
 
 
 def list_image_paths(folder: str | os.PathLike) -> list[Path]:
-    """Every image file under ``folder`` (nested, symlinks followed once), sorted."""
+    """Every image file under ``folder`` (nested, symlinks followed once, folders named ``x.jpg``
+    left out), sorted by path."""
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise TextimgError(f"folder not found: {folder}" if not root.exists() else f"not a folder: {folder}")
@@ -38,27 +40,74 @@ def list_image_paths(folder: str | os.PathLike) -> list[Path]:
         seen_dirs.add(real)
         dirnames.sort()
         paths += [Path(dirpath) / f for f in filenames
-                  if Path(f).suffix.lower() in IMAGE_EXTENSIONS and os.path.isfile(os.path.join(dirpath, f))]
+                  if Path(f).suffix.lower() in IMAGE_EXTENSIONS and _is_file(os.path.join(dirpath, f))]
     return sorted(paths)
+
+
+def _is_file(path: str) -> bool:
+    """A regular file, or a broken symlink (listed so that it is reported, not silently lost)."""
+    return os.path.isfile(path) or (os.path.islink(path) and not os.path.exists(path))
+
+
+class UnreadableImage(ValueError):
+    """A file that is not a readable image; the message says why, in words a user can act on."""
 
 
 def load_image(path: str | os.PathLike, max_side: int | None = None) -> Image.Image:
     """Open an image as RGB: first frame, EXIF rotation applied, transparency on white.
 
-    ``max_side`` lets JPEG decode at reduced scale (cheap for huge photos). Raises on a file
-    that is not a readable image, a truncated one, or one larger than ``MAX_PIXELS``.
+    ``max_side`` (for encoding only) lets JPEG decode at reduced scale (cheap for huge photos) and
+    keeps just the centre of a very long or tall image, the part CLIP's centre crop sees anyway.
+    Raises ``UnreadableImage`` for an empty, truncated or non-image file or a decompression bomb.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        with Image.open(path) as img:
-            if img.width * img.height > MAX_PIXELS:
-                raise ValueError(f"{img.width}x{img.height} pixels is over the {MAX_PIXELS:,} limit "
-                                 "(decompression bomb?)")
-            if max_side and img.format == "JPEG":
-                img.draft("RGB", (max_side, max_side))
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            return to_rgb(img)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return _decode(path, max_side)
+    except Image.UnidentifiedImageError:
+        raise UnreadableImage(_not_an_image(path)) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise UnreadableImage(f"refused as a possible decompression bomb: {exc}") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, UnreadableImage)):
+            raise
+        what = "truncated image file" if "truncated" in str(exc).lower() else "damaged image file"
+        raise UnreadableImage(f"{what} ({exc})") from None
+
+
+def _decode(path: str | os.PathLike, max_side: int | None) -> Image.Image:
+    """Decode the first frame with the pixel limit, JPEG draft scaling, EXIF rotation, RGB."""
+    with Image.open(path) as img:
+        if img.width * img.height > MAX_PIXELS:
+            raise UnreadableImage(f"refused as a possible decompression bomb: {img.width}x{img.height} "
+                                  f"pixels is over the {MAX_PIXELS:,} limit")
+        if max_side and img.format == "JPEG":
+            img.draft("RGB", (max_side, max_side))
+        img.load()
+        img = ImageOps.exif_transpose(img)
+        return to_rgb(crop_centre(img) if max_side else img)
+
+
+def _not_an_image(path: str | os.PathLike) -> str:
+    """Why PIL could not identify ``path``: empty, text or HTML, or an unknown format."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if not head:
+        return "empty file (0 bytes)"
+    if head.lstrip().startswith(b"<") or all(b in b"\t\n\r" or 32 <= b < 127 for b in head):
+        return "not an image: the file holds text or HTML (a web page saved with an image extension?)"
+    return "not an image format Pillow can read"
+
+
+def crop_centre(img: Image.Image, max_ratio: float = 2.0) -> Image.Image:
+    """Cut a very long or tall image to ``max_ratio`` around its centre (resizing a 1x30000 strip
+    to CLIP's input would otherwise allocate gigabytes for pixels the centre crop throws away)."""
+    w, h = img.size
+    if w <= max_ratio * h and h <= max_ratio * w:
+        return img
+    new_w, new_h = min(w, max(1, round(max_ratio * h))), min(h, max(1, round(max_ratio * w)))
+    left, top = (w - new_w) // 2, (h - new_h) // 2
+    return img.crop((left, top, left + new_w, top + new_h))
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -107,20 +156,23 @@ def tutorial_images(data_dir: str | os.PathLike, url: str = DATASET_URL) -> Path
 
 
 def download(url: str, dest: Path, retries: int = 3, timeout: float = 30) -> Path:
-    """Download with a progress bar, resume after an interruption, and check the size."""
+    """Download with a progress bar, resume after an interruption, and check the zip."""
     if dest.is_file() and zip_ok(dest):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     for attempt in range(1, retries + 1):
         try:
-            _fetch(url, part, timeout)
+            if not zip_ok(part):  # a complete .part (stopped before its rename) needs no request
+                _fetch(url, part, timeout)
             if not zip_ok(part):
                 part.unlink()
-                raise ValueError("the archive is corrupt (zip check failed)")
+                raise ValueError("the archive is corrupt (zip check failed), downloading it again")
             part.replace(dest)
             return dest
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+            if getattr(exc, "code", None) == 416:  # the .part does not fit the file on the server
+                part.unlink(missing_ok=True)
             if attempt == retries:
                 raise TextimgError(f"could not download {url} ({exc}); without internet use the offline "
                                    "profile: TEXTIMG_PROFILE=shapes") from None
@@ -160,8 +212,12 @@ def extract(archive: Path, target: Path) -> None:
     """Extract into a temporary folder, then move it in place: never half-extracted."""
     tmp = target.with_name(target.name + ".extracting")
     shutil.rmtree(tmp, ignore_errors=True)
-    with zipfile.ZipFile(archive) as zf:
-        zf.extractall(tmp)
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            zf.extractall(tmp)
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise TextimgError(f"could not extract {archive} ({exc}): delete it and run again") from None
     inner = [p for p in tmp.iterdir() if not p.name.startswith("__MACOSX")]
     source = inner[0] if len(inner) == 1 and inner[0].is_dir() and not (tmp / "train").exists() else tmp
     shutil.rmtree(target, ignore_errors=True)

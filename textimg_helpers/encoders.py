@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import socket
 import warnings
 from dataclasses import dataclass
@@ -100,10 +101,12 @@ def normalize(embs: torch.Tensor) -> np.ndarray:
     return (embs / embs.norm(dim=-1, keepdim=True).clamp_min(1e-12)).cpu().numpy()
 
 
-def check_query(text: str) -> None:
+def check_query(text: str, warn: bool = True) -> None:
     """Refuse an empty query; warn when CLIP will truncate it to 77 tokens."""
     if not isinstance(text, str) or not text.strip():
         raise TextimgError("the query is empty: type a few words such as 'a red circle'")
+    if not warn:
+        return
     n_tokens = len(clip.clip._tokenizer.encode(text)) + 2
     if n_tokens > CONTEXT_LENGTH:
         warnings.warn(f"query has {n_tokens} tokens; CLIP reads only the first {CONTEXT_LENGTH}, "
@@ -138,10 +141,19 @@ def _load_pretrained(model: str, device: str, download_root) -> tuple[CLIP, Call
     else:
         target = Path(model)
     try:
-        return clip.load(model, device=device, jit=False, download_root=str(root))
-    except (RuntimeError, EOFError, OSError, KeyError, ValueError) as exc:
-        raise TextimgError(f"could not load CLIP checkpoint {target}: {str(exc).splitlines()[0][:200]}; "
-                           f"the file looks corrupt or incomplete: delete {target} and run again") from exc
+        return _clip_load(model, device=device, download_root=str(root))
+    except (RuntimeError, EOFError, OSError, KeyError, ValueError, pickle.UnpicklingError) as exc:
+        why = ("not a PyTorch file" if isinstance(exc, pickle.UnpicklingError)
+               else str(exc).splitlines()[0].split(". ")[0][:200])
+        raise TextimgError(f"could not load CLIP checkpoint {target} ({why}); the file looks corrupt or "
+                           f"incomplete: delete {target} and run again") from exc
+
+
+def _clip_load(model: str, **options) -> tuple[CLIP, Callable]:
+    """``clip.load(jit=False)`` without the FutureWarning of its JIT probe."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return clip.load(model, jit=False, **options)
 
 
 def random_model(model: str, seed: int = RANDOM_SEED) -> CLIP:
@@ -152,7 +164,7 @@ def random_model(model: str, seed: int = RANDOM_SEED) -> CLIP:
     if not Path(model).is_file():
         raise TextimgError(f"--random-weights needs one of {', '.join(ARCHITECTURES)} or a checkpoint path, "
                            f"not {model!r}")
-    net, _ = clip.load(str(model), device="cpu", jit=False)
+    net, _ = _clip_load(str(model), device="cpu")
     torch.manual_seed(seed)
     with torch.no_grad():
         for module in net.modules():
@@ -160,8 +172,10 @@ def random_model(model: str, seed: int = RANDOM_SEED) -> CLIP:
                 module._reset_parameters()
             elif module is not net and hasattr(module, "reset_parameters"):
                 module.reset_parameters()
-        for param in (net.visual.class_embedding, net.visual.positional_embedding, net.visual.proj):
-            param.normal_(std=param.shape[-1] ** -0.5)
+        for name in ("class_embedding", "positional_embedding", "proj"):  # ViT parameters
+            if isinstance(getattr(net.visual, name, None), torch.nn.Parameter):
+                param = getattr(net.visual, name)
+                param.normal_(std=param.shape[-1] ** -0.5)
         net.initialize_parameters()
     return net.float().eval()
 

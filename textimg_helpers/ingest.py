@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,10 +71,15 @@ def plan_ingestion(client, collection_name: str, folder: str | os.PathLike,
     files, skipped = [], []
     for path in list_image_paths(root):
         try:
-            st = path.stat()
             str(path).encode("utf-8")
-        except (OSError, UnicodeEncodeError) as exc:
-            skipped.append((str(path), f"cannot read file name or metadata: {exc}"))
+            st = path.stat()
+        except UnicodeEncodeError:  # printed with \xNN escapes: printing it raw would crash
+            skipped.append((os.fsencode(path).decode("utf-8", "backslashreplace"),
+                            "file name is not valid UTF-8, which Milvus cannot store: rename the file"))
+            continue
+        except OSError as exc:
+            broken = " (broken symbolic link)" if path.is_symlink() else ""
+            skipped.append((str(path), f"cannot read file: {exc.strerror or exc}{broken}"))
             continue
         files.append(FileInfo(str(path), st.st_size, st.st_mtime_ns, path_id(str(path)), label_for(path, root)))
     if not files and not skipped:
@@ -165,7 +171,7 @@ def _run(client, collection_name, encoder, plan, report, batch_size, num_workers
             for i, reason in errors:
                 report.skipped.append((plan.todo[i].filepath, reason))
                 if verbose:
-                    bar.write(f"skipping {plan.todo[i].filepath}: {reason}")
+                    bar.write(f"skipping {plan.todo[i].filepath}: {reason}", file=sys.stderr)
             if batch is not None:
                 t0 = time.perf_counter()
                 image_embs = encoder.encode_images(batch)

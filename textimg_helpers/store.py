@@ -6,7 +6,10 @@ import hashlib
 import json
 import logging
 import re
+import signal
+import threading
 import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -24,6 +27,7 @@ MAX_PATH = 4096
 INDEX_PARAMS = {"index_type": "IVF_FLAT", "metric_type": "COSINE", "params": {"nlist": 128}}
 SEARCH_PARAMS = {"metric_type": "COSINE", "params": {"nprobe": 16}}
 MAX_TOP_K = 16384  # Milvus' limit for one search
+_LITE_FILES_OPENED: set[str] = set()  # Milvus Lite files this process opened (and locks)
 
 
 @dataclass
@@ -46,22 +50,70 @@ def is_lite(uri: str) -> bool:
 
 def connect(uri: str, token: str = "") -> MilvusClient:
     """Open Milvus: a Lite file (created with its folder) or a server / Zilliz Cloud URI."""
-    if is_lite(uri):
+    lite = is_lite(uri)
+    if lite:
         Path(uri).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        if lite_file_in_use(uri):
+            raise TextimgError(lite_in_use_message(uri))
     try:
-        return MilvusClient(uri=uri, token=token or "", timeout=30)
+        with ctrl_c_spares_children(lite):
+            client = MilvusClient(uri=uri, token=token or "", timeout=30)
     except Exception as exc:  # pymilvus raises several types here
         raise TextimgError(explain_connect_error(uri, exc)) from None
+    if lite:
+        _LITE_FILES_OPENED.add(str(Path(uri).expanduser().resolve()))
+    return client
+
+
+@contextmanager
+def ctrl_c_spares_children(active: bool = True):
+    """Ignore Ctrl-C while Milvus Lite starts its server process, which keeps that setting: a Ctrl-C
+    in the terminal then stops ingestion, but not the database that still has rows to write."""
+    if not active or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
 
 
 def explain_connect_error(uri: str, exc: Exception) -> str:
     """One readable line for a failed connection, with the fix (and never the token)."""
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    if is_lite(uri) and ("lock" in text.lower() or "Open local milvus failed" in text):
-        return (f"the Milvus Lite file {uri} is in use by another process (Milvus Lite allows one process "
-                "per file): close the other notebook or command, or use another file or a server URI "
-                "(--uri / TEXTIMG_MILVUS_URI)")
+    if is_lite(uri) and "Open local milvus failed" in text:
+        return f"Milvus Lite could not open {uri}: it may be in use ({lite_in_use_message(uri)}) or damaged"
     return f"cannot connect to Milvus at {uri}: {text[:300]}"
+
+
+def lite_in_use_message(uri: str) -> str:
+    return (f"the Milvus Lite file {uri} is in use by another process (Milvus Lite allows one process "
+            "per file): close the other notebook or command, or use another file or a server URI "
+            "(--uri / TEXTIMG_MILVUS_URI)")
+
+
+def lite_file_in_use(uri: str) -> bool:
+    """True when another process holds Milvus Lite's lock on ``uri`` (the ``.<name>.lock`` beside it).
+
+    Asked before connecting, because Milvus Lite 2.5 deletes that lock file when it fails to open a
+    file in use. Never asked about a file this process opened: closing any handle on the lock file
+    would drop this process's own lock (POSIX locks), which stops its Milvus Lite server."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: Milvus Lite 3 locks differently
+        return False
+    db = Path(uri).expanduser().resolve()
+    lock = db.with_name(f".{db.name}.lock")
+    if str(db) in _LITE_FILES_OPENED or not lock.is_file():
+        return False
+    with open(lock, "a") as fd:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.lockf(fd, fcntl.LOCK_UN)
+    return False
 
 
 def path_id(filepath: str) -> int:
@@ -158,6 +210,12 @@ def search_by_vector(client: MilvusClient, collection_name: str, vectors: np.nda
                             filter=filter or "", output_fields=["filepath", "label"],
                             search_params=SEARCH_PARAMS, consistency_level="Strong")
     except MilvusException as exc:
+        if "dimension" in exc.message.lower():  # a query from another model than the collection's
+            info = collection_info(client, collection_name)
+            raise TextimgError(
+                f"collection {collection_name!r} was built with model {info['model']} (dim {info['dim']}), "
+                f"but the query vector has dim {vectors.shape[1]}: use the collection of your model "
+                "(--collection) or rebuild it (textimg drop, then index again)") from None
         raise TextimgError(f"Milvus refused the search{' with filter ' + repr(filter) if filter else ''}: "
                            f"{exc.message}") from None
     return [[Hit(h["entity"]["filepath"], h["entity"]["label"], float(h["distance"]), int(h["id"]))
@@ -188,7 +246,7 @@ def search_by_image(client: MilvusClient, collection_name: str, encoder, image_p
     from .data import load_image
 
     try:
-        image = load_image(image_path)
+        image = load_image(image_path, max_side=2 * encoder.model.visual.input_resolution)
     except FileNotFoundError:
         raise TextimgError(f"image not found: {image_path}") from None
     except Exception as exc:

@@ -1,0 +1,63 @@
+"""Measured quality: recall@k and mAP@10 per label, from the CLI and the helper."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from textimg_helpers.data import shapes_images
+from textimg_helpers.evaluate import average_precision, labelled_images
+
+METRICS = re.compile(r"^recall@1=([\d.]+) recall@5=([\d.]+) recall@10=([\d.]+) mAP@10=([\d.]+)$")
+
+
+def test_average_precision_counts_each_relevant_rank():
+    assert average_precision([True, False, True], n_relevant=2) == pytest.approx((1 / 1 + 2 / 3) / 2)
+    assert average_precision([False] * 10, n_relevant=3) == 0.0
+    assert average_precision([True] * 10, n_relevant=50) == 1.0  # capped at min(k, n_relevant)
+
+
+def test_labels_come_from_subfolders_or_file_names(tmp_path):
+    (tmp_path / "train" / "golden_retriever").mkdir(parents=True)
+    (tmp_path / "flat").mkdir()
+    for name in ("a.jpg", "b.JPEG"):
+        (tmp_path / "train" / "golden_retriever" / name).write_bytes(b"x")
+    (tmp_path / "flat" / "n01440764_tench.JPEG").write_bytes(b"x")
+    (tmp_path / "flat" / "red_circle_0003.png").write_bytes(b"x")
+    assert labelled_images(tmp_path / "train") == {"golden_retriever": 2}
+    assert labelled_images(tmp_path / "flat") == {"tench": 1, "red_circle": 1}
+
+
+def run_eval(folder, work, *extra):
+    env = {**os.environ, "TEXTIMG_PROFILE": "shapes", "TEXTIMG_DATA_DIR": str(work)}
+    return subprocess.run([sys.executable, "-m", "textimg_helpers", "eval", str(folder), "-q", *extra],
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_eval_on_generated_shapes_meets_the_quality_floor(tmp_path):
+    folder = shapes_images(tmp_path, per_class=4, seed=99)
+    out = run_eval(folder, tmp_path)
+    assert out.returncode == 0, out.stderr
+    recall1, recall5, recall10, map10 = map(float, METRICS.match(out.stdout.strip().splitlines()[-1]).groups())
+    assert recall1 >= 0.9 and map10 >= 0.9, out.stdout
+    assert "labels=40 images=160" in out.stdout
+    assert "worst labels:" in out.stdout
+
+
+def test_eval_compare_shows_three_template_sets_and_random_weights_are_flagged(tmp_path):
+    folder = shapes_images(tmp_path, per_class=2, seed=7)
+    out = run_eval(folder, tmp_path, "--compare", "--random-weights")
+    assert out.returncode == 0, out.stderr
+    rows = {line.split(":")[0].strip(): line for line in out.stdout.strip().splitlines()}
+    assert set(rows) == {"label", "photo", "ensemble"}
+    assert "random-weights model: expect chance-level figures" in out.stderr
+    map10 = float(rows["photo"].split("mAP@10=")[1])
+    assert map10 < 0.5  # random weights really are bad: the metric can fail
+
+
+def test_bad_template_is_refused(tmp_path):
+    out = run_eval(tmp_path, tmp_path, "--template", "a photo")
+    assert out.returncode == 1 and "--template needs a {}" in out.stderr
