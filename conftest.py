@@ -21,6 +21,8 @@ def pytest_configure(config):
     for key in ("TEXTIMG_MILVUS_URI", "TEXTIMG_MILVUS_TOKEN", "TEXTIMG_MODEL", "TEXTIMG_COLLECTION",
                 "TEXTIMG_DEVICE"):
         os.environ.pop(key, None)
+    if os.environ.get("TEXTIMG_TEST_MODEL"):  # lets a test run the suite with another checkpoint
+        os.environ["TEXTIMG_MODEL"] = os.environ["TEXTIMG_TEST_MODEL"]
 
 
 def pytest_unconfigure(config):

@@ -9,11 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-import torch
-from torch.utils.data import DataLoader, Dataset
-
-from .data import IMAGE_EXTENSIONS, label_for, list_image_paths, load_image
 from .config import TextimgError
+from .data import IMAGE_EXTENSIONS, label_for, list_image_paths, load_image
 from .store import (check_collection, count_rows, create_collection, fetch_file_stats, path_id,
                     upsert_rows)
 
@@ -95,7 +92,7 @@ def plan_ingestion(client, collection_name: str, folder: str | os.PathLike,
     return IngestPlan(root, todo, len(files) - len(todo), skipped)
 
 
-class ImageFiles(Dataset):
+class ImageFiles:  # a torch Dataset: torch is imported only when there is work to do
     """The reader: item ``i`` is ``(i, preprocessed tensor or None, reason it was skipped)``."""
 
     def __init__(self, files: list[FileInfo], preprocess: Callable, max_side: int | None = None):
@@ -113,6 +110,8 @@ class ImageFiles(Dataset):
 
 def collate(items) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]:
     """Stack the good images of a batch; keep the indices so paths stay aligned with vectors."""
+    import torch
+
     good = [(i, t) for i, t, _ in items if t is not None]
     batch = torch.stack([t for _, t in good]) if good else None
     return [i for i, _ in good], batch, [(i, reason) for i, t, reason in items if t is None]
@@ -121,6 +120,8 @@ def collate(items) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]
 def read_batches(files: list[FileInfo], preprocess: Callable, batch_size: int = 32,
                  num_workers: int | None = None, max_side: int | None = None) -> Iterator:
     """Decode and preprocess in worker processes while the model works on the previous batch."""
+    from torch.utils.data import DataLoader
+
     if num_workers is None:
         num_workers = default_workers()
     num_workers = min(num_workers, max(0, (len(files) - 1) // batch_size))
@@ -135,6 +136,11 @@ def default_workers() -> int:
     return max(1, min(8, (os.cpu_count() or 2) // 2))
 
 
+def model_threads(num_workers: int) -> int:
+    """Threads for the model: the cores the decoder workers leave free (1 thread beat 2 on 2 cores)."""
+    return max(1, (os.cpu_count() or 2) - num_workers)
+
+
 def ingest(client, collection_name: str, encoder, plan: IngestPlan, batch_size: int = 32,
            num_workers: int | None = None, write_every: int = 256, progress: bool = True,
            verbose: bool = True) -> IngestReport:
@@ -143,8 +149,15 @@ def ingest(client, collection_name: str, encoder, plan: IngestPlan, batch_size: 
     report = IngestReport(unchanged=plan.unchanged, skipped=list(plan.skipped))
     if plan.todo:
         create_collection(client, collection_name, encoder.dim, encoder.name)
-        _run(client, collection_name, encoder, plan, report, batch_size, num_workers, write_every,
-             progress, verbose)
+        import torch
+
+        previous = torch.get_num_threads()
+        torch.set_num_threads(model_threads(default_workers() if num_workers is None else num_workers))
+        try:
+            _run(client, collection_name, encoder, plan, report, batch_size, num_workers, write_every,
+                 progress, verbose)
+        finally:
+            torch.set_num_threads(previous)
     if client.has_collection(collection_name):
         report.total = count_rows(client, collection_name)
     report.seconds = time.perf_counter() - start

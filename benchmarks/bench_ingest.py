@@ -1,0 +1,164 @@
+"""Ingestion speed: the Milvus tutorial's loop vs the model's ceiling vs the project's pipeline.
+
+    python benchmarks/bench_ingest.py --random-weights [--images DIR] [--n N] [--batch-size B]
+
+(a) tutorial: one image at a time, autograd on, one insert at the end (a sample of --tutorial-n);
+(b) ceiling: every image decoded beforehand, batched forward passes under inference_mode only
+    (first half of the images before (c), second half after, averaged: the machine is noisy);
+(c) project: ``index_folder`` into a fresh Milvus Lite file (decode + encode + write);
+(d) the unchanged re-run in the same warm process; (e) the CLI's unchanged re-run vs a bare import.
+All figures are for the real ViT-B/32 architecture with RANDOM weights, on the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from common import (DEFAULT_IMAGES, LABEL, MODEL, REPO, image_paths, link_images, load_random_encoder,
+                    machine, temp_dir, timed)
+
+
+def tutorial_loop(encoder, paths, uri: str) -> float:
+    """The tutorial as written: per image preprocess + encode_image with autograd, one insert."""
+    from PIL import Image
+    from pymilvus import MilvusClient
+
+    model, preprocess = encoder.model, encoder.preprocess
+    client = MilvusClient(uri=uri)
+    client.create_collection("tutorial", dimension=512, auto_id=True, enable_dynamic_field=True)
+    start = time.perf_counter()
+    raw_data = []
+    for path in paths:
+        image = preprocess(Image.open(path)).unsqueeze(0)
+        image_features = model.encode_image(image)
+        image_features /= image_features.norm(dim=-1, keepdim=True)
+        raw_data.append({"vector": image_features.squeeze().tolist(), "filepath": str(path)})
+    client.insert(collection_name="tutorial", data=raw_data)
+    seconds = time.perf_counter() - start
+    client.close()
+    return len(paths) / seconds
+
+
+def decode_all(encoder, paths):
+    """Every image read and preprocessed into one (n, 3, 224, 224) tensor, like the pipeline does."""
+    import torch
+    from textimg_helpers.data import load_image
+
+    side = 2 * encoder.model.visual.input_resolution
+    return torch.stack([encoder.preprocess(load_image(p, side)) for p in paths])
+
+
+def ceiling(encoder, images, batch_size: int) -> float:
+    """Images/s of the batched forward passes alone (the model's ceiling on this machine)."""
+    import torch
+
+    with torch.inference_mode():
+        start = time.perf_counter()
+        for i in range(0, len(images), batch_size):
+            encoder.model.encode_image(images[i:i + batch_size])
+        return len(images) / (time.perf_counter() - start)
+
+
+def cli_seconds(args: list[str], repeat: int = 3) -> tuple[float, subprocess.CompletedProcess]:
+    """Median wall time of a fresh ``python`` process running ``args``; the last result."""
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        done = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=REPO)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), done
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", default=str(DEFAULT_IMAGES), help="folder of images (default: %(default)s)")
+    parser.add_argument("--random-weights", action="store_true", required=True,
+                        help="required: no real weights here; every figure is for random weights")
+    parser.add_argument("--n", type=int, help="how many images for (b)-(e) (default: all)")
+    parser.add_argument("--tutorial-n", type=int, default=40, help="images for the slow tutorial loop")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, help="DataLoader workers (default: the project's default)")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--skip", default="", help="letters of parts to skip, e.g. 'ae'")
+    args = parser.parse_args()
+
+    import torch
+    from milvus_lite.server_manager import server_manager_instance
+    from textimg_helpers.ingest import default_workers, index_folder
+    from textimg_helpers.store import connect
+
+    default_threads = torch.get_num_threads()
+    paths = image_paths(args.images, args.n)
+    workers = default_workers() if args.workers is None else args.workers
+    threads = args.threads or default_threads
+    print(f"machine: {machine()}")
+    print(f"model: {LABEL}; {len(paths)} images from {args.images}; batch_size={args.batch_size} "
+          f"num_workers={workers} torch threads={threads} (torch's default: {default_threads})")
+    encoder = load_random_encoder()
+    figures = {}
+    with temp_dir() as tmp:
+        if "a" not in args.skip:  # as written: torch's default threads
+            sample = paths[:args.tutorial_n]
+            figures["tutorial"] = tutorial_loop(encoder, sample, str(tmp / "tutorial.db"))
+            print(f"(a) tutorial loop ({len(sample)} images, autograd on, one insert, {default_threads} "
+                  f"threads): {figures['tutorial']:.1f} images/s")
+            if threads != default_threads:
+                torch.set_num_threads(threads)
+                figures["tutorial_same"] = tutorial_loop(encoder, sample, str(tmp / "tutorial2.db"))
+                print(f"    the same loop with {threads} thread(s): {figures['tutorial_same']:.1f} images/s")
+        torch.set_num_threads(threads)
+        images, decode_s = timed(decode_all, encoder, paths)
+        print(f"    decoding + preprocessing alone: {len(paths) / decode_s:.1f} images/s (one process)")
+        half = len(paths) // 2
+        ceiling(encoder, images[:args.batch_size], args.batch_size)  # warm-up
+        before = ceiling(encoder, images[:half], args.batch_size)
+
+        folder = link_images(paths, tmp / "images")
+        uri, collection = str(tmp / "project.db"), "bench"
+        client = connect(uri)
+        options = dict(batch_size=args.batch_size, num_workers=workers, progress=False, verbose=False)
+        report, first_s = timed(index_folder, client, collection, folder, encoder, **options)
+        figures["project"] = report.indexed / first_s
+        stages = ", ".join(f"{k} {v:.1f}s" for k, v in report.stage_seconds.items())
+
+        after = ceiling(encoder, images[half:], args.batch_size)
+        del images
+        figures["ceiling"] = (before + after) / 2
+        print(f"(b) ceiling (forward only, inference_mode, batch {args.batch_size}): {figures['ceiling']:.1f} "
+              f"images/s (first half of the images before (c) {before:.1f}, second half after {after:.1f})")
+        print(f"(c) project index_folder: {figures['project']:.1f} images/s "
+              f"({report.indexed} images in {first_s:.1f}s; {stages})")
+        print(f"    project / ceiling = {figures['project'] / figures['ceiling']:.2f} (target >= 0.85)")
+        if "tutorial" in figures:
+            print(f"    project / tutorial = {figures['project'] / figures['tutorial']:.1f}x (target >= 3)")
+        if "tutorial_same" in figures:
+            same = figures["tutorial_same"]
+            print(f"    project / tutorial at the same threads = {figures['project'] / same:.1f}x; "
+                  f"ceiling / that tutorial = {figures['ceiling'] / same:.1f}x")
+
+        if "d" not in args.skip:
+            again, again_s = timed(index_folder, client, collection, folder, encoder, **options)
+            assert again.indexed == 0 and again.unchanged == len(paths), again.summary()
+            print(f"(d) unchanged re-run, same process: {again_s * 1000:.0f} ms; first / second = "
+                  f"{first_s / again_s:.0f}x (target >= 50)")
+        client.close()
+        server_manager_instance.release_server(uri)  # Milvus Lite lets one process hold the file
+
+        if "e" not in args.skip:
+            index_cmd = ["-m", "textimg_helpers", "index", str(folder), "--random-weights", "--uri", uri,
+                         "--collection", collection, "--model", MODEL, "--profile", "clip", "-q"]
+            cli_s, done = cli_seconds(index_cmd)
+            assert done.returncode == 0 and f"unchanged={len(paths)}" in done.stdout, done.stdout + done.stderr
+            loaded_model = "RANDOM weights" in done.stderr
+            import_s, _ = cli_seconds(["-c", "import textimg_helpers"])
+            print(f"(e) CLI unchanged re-run: {cli_s:.2f} s wall vs `import textimg_helpers` {import_s:.2f} s "
+                  f"(median of 3); model loaded: {'YES' if loaded_model else 'no'}")
+
+
+if __name__ == "__main__":
+    main()
