@@ -93,3 +93,22 @@ def test_demo_ends_with_ten_red_circles_and_a_grid(tmp_path):
     names = [Path(line.split("  ", 1)[1]).name for line in lines[1:]]
     assert len(names) == 10 and all(n.startswith("red_circle_") for n in names), names
     assert (tmp_path / "outputs" / "demo_grid.png").stat().st_size > 10_000
+
+
+def test_similar_returns_the_photo_itself_first_and_writes_a_grid(indexed):
+    work, folder, env, _ = indexed
+    photo = folder / "green_star_0001.png"
+    out = textimg("similar", str(photo), "-k", "4", "--json", "--grid", "similar.png", cwd=work, env_extra=env)
+    assert out.returncode == 0, out.stderr
+    hits = json.loads(out.stdout)
+    assert hits[0]["filepath"] == str(photo) and hits[0]["score"] == pytest.approx(1.0, abs=1e-3)
+    assert all(Path(h["filepath"]).name.startswith("green_star") for h in hits[:3])
+    assert (work / "similar.png").stat().st_size > 5_000
+
+
+def test_where_filter_reaches_milvus(indexed):
+    work, folder, env, _ = indexed
+    out = textimg("search", "a red circle", "-k", "5", "--json", "--where", 'label == "blue_cross"',
+                  cwd=work, env_extra=env)
+    assert out.returncode == 0, out.stderr
+    assert {h["label"] for h in json.loads(out.stdout)} == {"blue_cross"}
