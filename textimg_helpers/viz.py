@@ -28,12 +28,15 @@ def show_results(hits: Sequence[Hit], title: str | None = None, ncols: int = 5,
     import matplotlib.pyplot as plt
 
     nrows = max(1, -(-len(hits) // ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * (size + 0.35)), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * (size + 0.7)), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, hit in zip(axes.flat, hits):
+        ax.axis("on")
+        ax.set_xticks([]), ax.set_yticks([])
+        ax.spines[:].set_visible(False)
         ax.imshow(thumbnail(hit.filepath))
-        ax.set_title(f"{hit.label}\n{hit.score:.3f}", fontsize=9, y=-0.22)
+        ax.set_xlabel(f"{hit.label}\n{hit.score:.3f}", fontsize=9)  # under the thumbnail
     if title:
         fig.suptitle(title)
     fig.tight_layout()
