@@ -63,3 +63,14 @@ def test_unknown_model_name_is_a_clear_error():
 def test_device_auto_is_cpu_here_and_explicit_choice_wins():
     assert pick_device("cpu") == "cpu"
     assert pick_device("auto") in ("cpu", "cuda", "mps")
+
+
+def test_short_queries_skip_the_padding_but_give_clips_own_vectors(vit_b_32):
+    import clip
+    import torch
+
+    texts = ["a dog", "a photo of a small white dog on a green lawn"]
+    with torch.inference_mode():
+        full = vit_b_32.model.encode_text(clip.tokenize(texts))  # all 77 positions
+    full = (full / full.norm(dim=-1, keepdim=True)).numpy()
+    np.testing.assert_allclose(vit_b_32.encode_texts(texts), full, atol=1e-5)

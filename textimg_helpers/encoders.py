@@ -79,6 +79,9 @@ class Encoder:
         for text in texts:
             check_query(text)
         tokens = clip.tokenize(texts, context_length=CONTEXT_LENGTH, truncate=True)
+        # The text transformer is causal: padding after the end token never changes its output, so
+        # encode only up to the longest caption (same vectors, ~10x less work for a short query).
+        tokens = tokens[:, :int(tokens.argmax(dim=-1).max()) + 1]
         with torch.inference_mode():
             embs = self.model.encode_text(tokens.to(self.device))
         return normalize(embs)
