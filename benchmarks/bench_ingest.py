@@ -57,7 +57,7 @@ def ceiling(encoder, images, batch_size: int) -> float:
     """Images/s of the batched forward passes alone (the model's ceiling on this machine)."""
     import torch
 
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=encoder.bf16):
         start = time.perf_counter()
         for i in range(0, len(images), batch_size):
             encoder.model.encode_image(images[i:i + batch_size])
@@ -129,7 +129,8 @@ def main() -> None:
         after = ceiling(encoder, images[half:], args.batch_size)
         del images
         figures["ceiling"] = (before + after) / 2
-        print(f"(b) ceiling (forward only, inference_mode, batch {args.batch_size}): {figures['ceiling']:.1f} "
+        print(f"(b) ceiling (forward only, inference_mode, batch {args.batch_size}, "
+              f"{'bf16 autocast' if encoder.bf16 else 'fp32'} like the project): {figures['ceiling']:.1f} "
               f"images/s (first half of the images before (c) {before:.1f}, second half after {after:.1f})")
         print(f"(c) project index_folder: {figures['project']:.1f} images/s "
               f"({report.indexed} images in {first_s:.1f}s; {stages})")

@@ -74,3 +74,16 @@ def test_short_queries_skip_the_padding_but_give_clips_own_vectors(vit_b_32):
         full = vit_b_32.model.encode_text(clip.tokenize(texts))  # all 77 positions
     full = (full / full.norm(dim=-1, keepdim=True)).numpy()
     np.testing.assert_allclose(vit_b_32.encode_texts(texts), full, atol=1e-5)
+
+
+def test_bf16_image_vectors_match_fp32(vit_b_32):
+    images = _images(4)
+    vit_b_32.bf16 = False
+    fp32 = vit_b_32.encode_images(images)
+    vit_b_32.bf16 = True
+    try:
+        bf16 = vit_b_32.encode_images(images)
+    finally:
+        vit_b_32.bf16 = False
+    assert bf16.dtype == np.float32
+    assert np.min(np.sum(fp32 * bf16, axis=1)) > 0.99  # cosine, both unit vectors
