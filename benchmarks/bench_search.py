@@ -111,7 +111,7 @@ def exact_top10(data: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, list
 
 def insert_vectors(client, collection: str, data: np.ndarray, chunk: int = 1000) -> float:
     """The project's schema (``create_collection``), rows written in chunks; returns seconds."""
-    from textimg_helpers.store import create_collection, upsert_rows
+    from textimg_helpers.store import create_collection
 
     create_collection(client, collection, DIM, "synthetic")
     t0 = time.perf_counter()

@@ -200,3 +200,24 @@ def test_listing_follows_symlinks_once_and_ignores_folders_named_like_images(tmp
     square().save(tmp_path / "a.jpg" / "b.PNG")
     (tmp_path / "a.jpg" / "up").symlink_to(tmp_path, target_is_directory=True)
     assert list_image_paths(tmp_path) == [tmp_path / "a.jpg" / "b.PNG"]
+
+
+def test_decoder_processes_index_the_same_as_the_reader_thread(tmp_path, cli, shapes_encoder):
+    """--workers 2 (DataLoader processes, the default on big machines) = the reader thread (the
+    default here): same rows, same scores, same skipped files."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    for i, colour in enumerate((RED, BLUE, GREEN) * 4):
+        square(colour=colour, size=(40 + i, 30)).save(root / f"img_{i:02d}.png")
+    (root / "empty.jpg").write_bytes(b"")
+    results = {}
+    for workers in (0, 2):
+        uri = tmp_path / f"w{workers}.db"
+        run = cli("index", root, "--uri", uri, "-q", "--batch-size", 4, "--workers", workers)
+        assert run.summary == {"indexed": 12, "skipped": 1, "unchanged": 0, "total": 12}, run.err
+        assert f"skipped {root / 'empty.jpg'}: " in run.out
+        hits = json.loads(cli("search", "a red square", "--uri", uri, "-k", 20, "--json").out)
+        results[workers] = {hit["filepath"]: hit["score"] for hit in hits}
+    assert results[0].keys() == results[2].keys() and len(results[0]) == 12
+    for path, score in results[0].items():
+        assert results[2][path] == pytest.approx(score, abs=1e-5)

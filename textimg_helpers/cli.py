@@ -62,7 +62,7 @@ def cmd_index(job: Job, args) -> int:
 
     report = index_folder(job.connect(), job.collection_name, args.folder, job.load_encoder,
                           model=job.model_name, batch_size=args.batch_size, write_every=args.write_every,
-                          progress=not args.quiet)
+                          num_workers=args.workers, progress=not args.quiet)
     print(report)
     return 0
 
@@ -123,7 +123,7 @@ def cmd_eval(job: Job, args) -> int:
                            f"not {args.template!r}")
     client, encoder = job.connect(), job.load_encoder()
     report = index_folder(client, job.collection_name, args.folder, encoder, batch_size=args.batch_size,
-                          progress=not args.quiet)
+                          num_workers=args.workers, progress=not args.quiet)
     say(report.summary())
     if job.random_weights or job.model_name.startswith("shapes-clip"):
         say(f"note: {job.model_name} is " + ("a random-weights model: expect chance-level figures"
@@ -167,7 +167,7 @@ def cmd_demo(job: Job, args) -> int:
     say(f"profile={job.profile} model={job.model_name} images={folder} milvus={job.settings.uri}")
     client, encoder = job.connect(), job.load_encoder()
     report = index_folder(client, job.collection_name, folder, encoder, batch_size=args.batch_size,
-                          progress=not args.quiet)
+                          num_workers=args.workers, progress=not args.quiet)
     say(report.summary())
     hits = search_by_text(client, job.collection_name, encoder, query, top_k=10)
     print(f"top 10 for {query!r}:")
@@ -175,6 +175,9 @@ def cmd_demo(job: Job, args) -> int:
         print(f"{hit.score:.3f}  {hit.filepath}")
     save_grid(hits, DEMO_GRID, title=query)
     return 0
+
+
+WORKERS_HELP = "decoder processes (default: 0, a reader thread, on up to 4 cores; else half the cores)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -192,9 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", parents=[common], help="index the profile's images and run its query")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, help=WORKERS_HELP)
     p = sub.add_parser("index", parents=[common], help="index a folder of images (incremental)")
     p.add_argument("folder")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, help=WORKERS_HELP)
     p.add_argument("--write-every", type=int, default=256,
                    help="rows per write to Milvus (default 256; fewer loses less work if the run is killed)")
     for name, target, helptext in (("search", "query", "search by text"),
@@ -213,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ensemble", action="store_true", help="average several templates (prompt ensembling)")
     p.add_argument("--compare", action="store_true", help="bare label vs 'a photo of a ...' vs ensemble")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, help=WORKERS_HELP)
     sub.add_parser("stats", parents=[common], help="rows, model and dimension of the collection")
     p = sub.add_parser("drop", parents=[common], help="delete the collection")
     p.add_argument("--yes", action="store_true")
@@ -230,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, option, 1) < 1:
             build_parser().error(f"{'-k' if option == 'k' else '--batch-size'} must be at least 1, "
                                  f"not {getattr(args, option)}")
+    if (getattr(args, "workers", None) or 0) < 0:
+        build_parser().error(f"--workers must be 0 or more, not {args.workers}")
     token = Settings.from_env().milvus_token
     if not args.debug:  # pymilvus logs each failed call with a traceback; our error line says it all
         for name in ("pymilvus", "pymilvus.milvus_client"):

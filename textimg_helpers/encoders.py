@@ -23,6 +23,9 @@ from .config import TextimgError, model_name
 CLIP_CACHE = Path(os.path.expanduser("~/.cache/clip"))
 CONTEXT_LENGTH = 77
 RANDOM_SEED = 0
+# openai/CLIP's colour normalisation (clip.clip._transform), in 0-255 pixel units.
+PIXEL_MEAN = (0.48145466 * 255, 0.4578275 * 255, 0.40821073 * 255)
+PIXEL_STD = (0.26862954 * 255, 0.26130258 * 255, 0.27577711 * 255)
 # Constructor arguments of openai/CLIP's ViT models, for --random-weights without a download.
 ARCHITECTURES = {
     "ViT-B/32": dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768,
@@ -64,12 +67,21 @@ class Encoder:
     def dtype(self) -> torch.dtype:
         return torch.float16 if self.device == "cuda" else torch.float32
 
-    def encode_images(self, images: Sequence | torch.Tensor) -> np.ndarray:
-        """PIL images (or an already preprocessed batch tensor) -> unit vectors (n, dim)."""
-        batch = images if isinstance(images, torch.Tensor) else torch.stack(
-            [self.preprocess(img) for img in images]) if len(images) else None
-        if batch is None:
-            return np.zeros((0, self.dim), dtype=np.float32)
+    @property
+    def resolution(self) -> int:
+        """Side of the square input image (224 for ViT-B/32)."""
+        return int(self.model.visual.input_resolution)
+
+    def encode_images(self, images: Sequence | np.ndarray | torch.Tensor) -> np.ndarray:
+        """Images -> unit vectors (n, dim). ``images``: PIL images, a uint8 batch of ``pixels``
+        (n, H, W, 3), or a float batch already through ``preprocess`` (n, 3, H, W)."""
+        if not isinstance(images, (np.ndarray, torch.Tensor)):
+            if not len(images):
+                return np.zeros((0, self.dim), dtype=np.float32)
+            images = np.stack([pixels(img, self.resolution) for img in images])
+        batch = torch.as_tensor(images)
+        if batch.dtype == torch.uint8:  # normalised here, in one vectorised step for the batch
+            batch = normalize_pixels(batch)
         with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=self.bf16):
             embs = self.model.encode_image(batch.to(self.device, self.dtype))
         return normalize(embs)
@@ -97,6 +109,29 @@ def encode_queries(encoder: Encoder, queries: Sequence[str], templates: Sequence
         check_query(query)
     embs = np.stack([encoder.encode_texts([t.format(q) for t in templates]).mean(axis=0) for q in queries])
     return embs / np.linalg.norm(embs, axis=1, keepdims=True)
+
+
+def pixels(img, size: int = 224) -> np.ndarray:
+    """CLIP's resize (short side to ``size``, bicubic) and centre crop of an RGB PIL image, as a
+    (size, size, 3) uint8 array. One PIL call resizes only the part the crop keeps: the same pixels
+    as ``preprocess`` up to rounding at the crop's edges, at half its cost, and without torch, so a
+    reader thread does not compete with the model's threads."""
+    from PIL import Image
+
+    w, h = img.size
+    new_w, new_h = (size, int(size * h / w)) if w <= h else (int(size * w / h), size)  # torchvision Resize
+    top, left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))  # CenterCrop
+    sx, sy = w / new_w, h / new_h
+    box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
+    img = img if img.mode == "RGB" else img.convert("RGB")
+    return np.array(img.resize((size, size), Image.Resampling.BICUBIC, box=box))
+
+
+def normalize_pixels(batch: torch.Tensor) -> torch.Tensor:
+    """uint8 (n, H, W, 3) -> float (n, 3, H, W) with CLIP's colour normalisation."""
+    mean = torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(PIXEL_STD).view(1, 3, 1, 1)
+    return batch.permute(0, 3, 1, 2).float().sub_(mean).div_(std)
 
 
 def normalize(embs: torch.Tensor) -> np.ndarray:

@@ -7,7 +7,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
+
+import numpy as np
 
 from .config import TextimgError
 from .data import IMAGE_EXTENSIONS, label_for, list_image_paths, load_image
@@ -93,47 +95,48 @@ def plan_ingestion(client, collection_name: str, folder: str | os.PathLike,
 
 
 class ImageFiles:  # a torch Dataset: torch is imported only when there is work to do
-    """The reader: item ``i`` is ``(i, preprocessed tensor or None, reason it was skipped)``."""
+    """The reader: item ``i`` is ``(i, uint8 pixels or None, reason it was skipped)``."""
 
-    def __init__(self, files: list[FileInfo], preprocess: Callable, max_side: int | None = None):
-        self.files, self.preprocess, self.max_side = files, preprocess, max_side
+    def __init__(self, files: list[FileInfo], size: int = 224, max_side: int | None = None):
+        self.files, self.size, self.max_side = files, size, max_side
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i: int):
+        from .encoders import pixels
+
         try:
-            return i, self.preprocess(load_image(self.files[i].filepath, self.max_side)), ""
+            return i, pixels(load_image(self.files[i].filepath, self.max_side), self.size), ""
         except Exception as exc:  # any unreadable file is skipped, never the whole batch
             return i, None, f"{type(exc).__name__}: {str(exc)[:200] or 'unreadable image'}"
 
 
-def collate(items) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]:
+def collate(items) -> tuple[list[int], np.ndarray | None, list[tuple[int, str]]]:
     """Stack the good images of a batch; keep the indices so paths stay aligned with vectors."""
-    import torch
-
-    good = [(i, t) for i, t, _ in items if t is not None]
-    batch = torch.stack([t for _, t in good]) if good else None
-    return [i for i, _ in good], batch, [(i, reason) for i, t, reason in items if t is None]
+    good = [(i, p) for i, p, _ in items if p is not None]
+    batch = np.stack([p for _, p in good]) if good else None
+    return [i for i, _ in good], batch, [(i, reason) for i, p, reason in items if p is None]
 
 
-def read_batches(files: list[FileInfo], preprocess: Callable, batch_size: int = 32,
+def read_batches(files: list[FileInfo], size: int = 224, batch_size: int = 32,
                  num_workers: int | None = None, max_side: int | None = None) -> Iterator:
-    """Decode and preprocess in worker processes while the model works on the previous batch."""
+    """Decode, resize and crop the images in batches ahead of the model: in DataLoader worker
+    processes on machines with many cores, else in one reader thread."""
     from torch.utils.data import DataLoader
 
     if num_workers is None:
         num_workers = default_workers()
     num_workers = min(num_workers, max(0, (len(files) - 1) // batch_size))
-    loader = DataLoader(ImageFiles(files, preprocess, max_side), batch_size=batch_size,
+    loader = DataLoader(ImageFiles(files, size, max_side), batch_size=batch_size,
                         num_workers=num_workers, collate_fn=collate,
                         prefetch_factor=4 if num_workers else None, persistent_workers=False)
     return iter(loader) if num_workers else prefetch(iter(loader))
 
 
 def prefetch(batches: Iterator, depth: int = 2) -> Iterator:
-    """Decode the next batches in a thread while the model encodes this one (PIL and torch
-    release the GIL); cheaper than a worker process on a machine with few cores."""
+    """Decode the next batches in a thread while the model encodes this one (PIL releases the GIL;
+    the thread runs no torch code, so it adds no threads competing with the model's)."""
     import queue
     import threading
 
@@ -183,8 +186,8 @@ def _run(client, collection_name, encoder, plan, report, batch_size, num_workers
     """The read -> encode -> write loop, timed per stage; writes what it has on Ctrl-C."""
     from tqdm.auto import tqdm
 
-    side = 2 * getattr(encoder.model.visual, "input_resolution", 224)
-    batches = read_batches(plan.todo, encoder.preprocess, batch_size, num_workers, side)
+    side = 2 * encoder.resolution
+    batches = read_batches(plan.todo, encoder.resolution, batch_size, num_workers, side)
     buffer, timer = [], report.stage_seconds
     bar = tqdm(total=len(plan.todo), unit="img", desc="indexing", disable=not progress)
     try:
