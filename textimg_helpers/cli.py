@@ -177,7 +177,7 @@ def cmd_demo(job: Job, args) -> int:
     return 0
 
 
-WORKERS_HELP = "decoder processes (default: 0, a reader thread, on up to 4 cores; else half the cores)"
+WORKERS_HELP = "decoder processes (default: 0 = threads, on up to 4 cores; else half the cores)"
 
 
 def build_parser() -> argparse.ArgumentParser:
