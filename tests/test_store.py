@@ -52,6 +52,15 @@ def test_filter_and_k_larger_than_the_collection(client):
         search_by_vector(client, "c", vectors[0], top_k=0)
 
 
+def test_bad_filter_is_one_error_line_without_a_logged_traceback(client, caplog):
+    create_collection(client, "c", dim=8, model="toy")
+    rows, vectors = _rows(5)
+    upsert_rows(client, "c", rows)
+    with pytest.raises(TextimgError, match=r"Milvus refused the search with filter 'label === 1'"):
+        search_by_vector(client, "c", vectors[0], top_k=3, filter="label === 1")
+    assert not [r for r in caplog.records if r.name.startswith("pymilvus")], caplog.text
+
+
 def test_reopening_a_file_keeps_the_rows(tmp_path):
     uri = str(tmp_path / "m.db")
     first = connect(uri)

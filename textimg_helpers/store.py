@@ -66,6 +66,21 @@ def connect(uri: str, token: str = "") -> MilvusClient:
 
 
 @contextmanager
+def pymilvus_errors_unlogged():
+    """pymilvus logs every refused call with a traceback before raising; the error we raise from
+    it says the same in one line, so a notebook shows that line and not a page of red."""
+    loggers = [logging.getLogger(name) for name in ("pymilvus", "pymilvus.decorators", "pymilvus.milvus_client")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+@contextmanager
 def ctrl_c_spares_children(active: bool = True):
     """Ignore Ctrl-C while Milvus Lite starts its server process, which keeps that setting: a Ctrl-C
     in the terminal then stops ingestion, but not the database that still has rows to write."""
@@ -206,9 +221,10 @@ def search_by_vector(client: MilvusClient, collection_name: str, vectors: np.nda
         raise TextimgError(f"k must be at least 1, not {top_k}")
     vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
     try:
-        res = client.search(collection_name, data=vectors.tolist(), limit=min(top_k, MAX_TOP_K),
-                            filter=filter or "", output_fields=["filepath", "label"],
-                            search_params=SEARCH_PARAMS, consistency_level="Strong")
+        with pymilvus_errors_unlogged():
+            res = client.search(collection_name, data=vectors.tolist(), limit=min(top_k, MAX_TOP_K),
+                                filter=filter or "", output_fields=["filepath", "label"],
+                                search_params=SEARCH_PARAMS, consistency_level="Strong")
     except MilvusException as exc:
         if "dimension" in exc.message.lower():  # a query from another model than the collection's
             info = collection_info(client, collection_name)
