@@ -239,9 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     if (getattr(args, "workers", None) or 0) < 0:
         build_parser().error(f"--workers must be 0 or more, not {args.workers}")
     token = Settings.from_env().milvus_token
-    if not args.debug:  # pymilvus logs each failed call with a traceback; our error line says it all
-        for name in ("pymilvus", "pymilvus.milvus_client"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
+    # pymilvus logs each failed call with a traceback; our error line says it all, except with --debug
+    for name in ("pymilvus", "pymilvus.milvus_client"):
+        logging.getLogger(name).setLevel(logging.DEBUG if args.debug else logging.CRITICAL)
     try:
         with warnings.catch_warnings():  # warnings as one line on stderr, like errors
             warnings.showwarning = lambda message, *_: say(f"textimg: warning: {redact(str(message), token)}")

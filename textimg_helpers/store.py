@@ -68,7 +68,11 @@ def connect(uri: str, token: str = "") -> MilvusClient:
 @contextmanager
 def pymilvus_errors_unlogged():
     """pymilvus logs every refused call with a traceback before raising; the error we raise from
-    it says the same in one line, so a notebook shows that line and not a page of red."""
+    it says the same in one line, so a notebook shows that line and not a page of red. Left alone
+    when pymilvus' debug logging is on (``textimg --debug``, or ``logging`` set up by the user)."""
+    if logging.getLogger("pymilvus").isEnabledFor(logging.DEBUG):
+        yield
+        return
     loggers = [logging.getLogger(name) for name in ("pymilvus", "pymilvus.decorators", "pymilvus.milvus_client")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
