@@ -112,3 +112,26 @@ def test_where_filter_reaches_milvus(indexed):
                   cwd=work, env_extra=env)
     assert out.returncode == 0, out.stderr
     assert {h["label"] for h in json.loads(out.stdout)} == {"blue_cross"}
+
+
+def test_drop_asks_for_yes_then_deletes_only_that_collection(tmp_path):
+    folder = shapes_images(tmp_path / "data", per_class=1)
+    env = {"TEXTIMG_DATA_DIR": str(tmp_path / "data")}
+    uri = str(tmp_path / "drop.db")
+    for collection in ("keep_me", "drop_me"):
+        run = textimg("index", str(folder), "--uri", uri, "--collection", collection, cwd=tmp_path, env_extra=env)
+        assert run.returncode == 0, run.stderr
+
+    refused = textimg("drop", "--uri", uri, "--collection", "drop_me", cwd=tmp_path, env_extra=env)
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == ("textimg: error: dropping deletes every row of 'drop_me': "
+                                      "add --yes to confirm")
+    assert textimg("stats", "--uri", uri, "--collection", "drop_me", cwd=tmp_path,
+                   env_extra=env).stdout.startswith("rows=40 ")
+
+    dropped = textimg("drop", "--yes", "--uri", uri, "--collection", "drop_me", cwd=tmp_path, env_extra=env)
+    assert dropped.returncode == 0 and dropped.stdout.strip() == "dropped drop_me"
+    gone = textimg("stats", "--uri", uri, "--collection", "drop_me", cwd=tmp_path, env_extra=env)
+    assert gone.returncode == 1 and "no collection named 'drop_me' (existing: keep_me)" in gone.stderr
+    kept = textimg("stats", "--uri", uri, "--collection", "keep_me", cwd=tmp_path, env_extra=env)
+    assert kept.stdout.strip() == "rows=40 model=shapes-clip dim=128"

@@ -112,3 +112,36 @@ def test_bf16_image_vectors_match_fp32(vit_b_32):
         vit_b_32.bf16 = False
     assert bf16.dtype == np.float32
     assert np.min(np.sum(fp32 * bf16, axis=1)) > 0.99  # cosine, both unit vectors
+
+
+@pytest.mark.parametrize("slow", ["bf16", "fp32"])
+def test_undecided_precision_keeps_whichever_ran_faster(slow):
+    """On a CPU with bf16 instructions, the first batch of 16 or more images is encoded half in fp32 and
+    half in bf16, and the faster is kept for the rest: here one of them is made 50 ms slower, as bf16
+    is on CPUs that only emulate it."""
+    import time
+
+    import torch
+
+    encoder = load_encoder(str(SHAPES_CHECKPOINT), device="cpu")
+    encoder.bf16, seen = None, []
+    forward = encoder.model.encode_image
+
+    def timed_forward(batch):
+        bf16 = torch.is_autocast_enabled("cpu")
+        seen.append((len(batch), bf16))
+        if bf16 == (slow == "bf16"):
+            time.sleep(0.05)
+        return forward(batch)
+
+    encoder.model.encode_image = timed_forward
+    images = _images(20)
+    encoder.encode_images(images[:15])  # too few to time both ways: fp32, still undecided
+    assert encoder.bf16 is None
+    image_embs = encoder.encode_images(images)
+    assert seen == [(15, False), (8, False), (8, True), (4, slow == "fp32")]
+    assert encoder.bf16 is (slow == "fp32") and set(encoder.trials) == {False, True}
+    encoder.encode_images(images[:3])
+    assert seen[-1] == (3, slow == "fp32")  # decided once, for good
+    encoder.bf16 = False
+    np.testing.assert_allclose(np.sum(image_embs * encoder.encode_images(images), axis=1), 1, atol=0.01)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import pickle
 import socket
+import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -23,6 +24,7 @@ from .config import TextimgError, model_name
 CLIP_CACHE = Path(os.path.expanduser("~/.cache/clip"))
 CONTEXT_LENGTH = 77
 RANDOM_SEED = 0
+TRIAL_IMAGES = 8  # images encoded each way (fp32, bf16) to choose between them on a CPU
 # openai/CLIP's colour normalisation (clip.clip._transform), in 0-255 pixel units.
 PIXEL_MEAN = (0.48145466 * 255, 0.4578275 * 255, 0.40821073 * 255)
 PIXEL_STD = (0.26862954 * 255, 0.26130258 * 255, 0.27577711 * 255)
@@ -56,7 +58,11 @@ class Encoder:
     preprocess: Callable
     device: str
     name: str
-    bf16: bool = False  # image encoder under bfloat16 autocast (CPUs with avx512_bf16 or AMX)
+    # Image encoder under bfloat16 autocast. None: not decided yet (a CPU with bf16 instructions, where
+    # bf16 was 3-4x faster than fp32 on one machine and 0.6x on another): the first batch of at least
+    # 2 * TRIAL_IMAGES images decides, see ``choose_precision``.
+    bf16: bool | None = False
+    trials: dict = field(default_factory=dict, repr=False)  # seconds per image, {bf16: ...}
 
     @property
     def dim(self) -> int:
@@ -82,9 +88,30 @@ class Encoder:
         batch = torch.as_tensor(images)
         if batch.dtype == torch.uint8:  # normalised here, in one vectorised step for the batch
             batch = normalize_pixels(batch)
-        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=self.bf16):
-            embs = self.model.encode_image(batch.to(self.device, self.dtype))
-        return normalize(embs)
+        batch, parts = batch.to(self.device, self.dtype), []
+        if self.bf16 is None and len(batch) >= 2 * TRIAL_IMAGES:
+            parts.append(self.choose_precision(batch[:2 * TRIAL_IMAGES]))
+            batch = batch[2 * TRIAL_IMAGES:]
+        if len(batch):
+            parts.append(self._forward(batch, bool(self.bf16)))
+        return normalize(torch.cat(parts))
+
+    def choose_precision(self, batch: torch.Tensor) -> torch.Tensor:
+        """Encode half of ``batch`` in fp32 and half in bf16, timed, and keep bf16 only if it was
+        clearly faster (a CPU may compute bf16 natively or merely emulate it). Returns the vectors."""
+        half = len(batch) // 2
+        parts = []
+        for bf16, part in ((False, batch[:half]), (True, batch[half:])):
+            start = time.perf_counter()
+            parts.append(self._forward(part, bf16))
+            self.trials[bf16] = (time.perf_counter() - start) / len(part)
+        self.bf16 = self.trials[True] < 0.9 * self.trials[False]
+        return torch.cat(parts)
+
+    def _forward(self, batch: torch.Tensor, bf16: bool) -> torch.Tensor:
+        """The image encoder on a model-ready batch, without autograd, in bf16 autocast or not."""
+        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            return self.model.encode_image(batch)
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Captions -> unit vectors (n, dim); empty texts are refused, long ones truncated."""
@@ -166,14 +193,18 @@ def load_encoder(model: str, device: str = "auto", random_weights: bool = False,
     return Encoder(net, preprocess, device, model_name(model, random_weights), bf16=use_bf16(device))
 
 
-def use_bf16(device: str) -> bool:
-    """bfloat16 for images on a CPU that computes it natively: 3-4x faster ViT-B/32, cosine to fp32
-    above 0.999 (``TEXTIMG_BF16=0`` turns it off)."""
-    if device != "cpu" or os.environ.get("TEXTIMG_BF16", "1") == "0":
+def use_bf16(device: str) -> bool | None:
+    """bfloat16 for images on a CPU with bf16 instructions (cosine to fp32 above 0.99): ``None``, to
+    be decided by timing (measured 3-4x faster than fp32 on an AMD EPYC, 0.6x on an Intel Xeon without
+    AMX). ``TEXTIMG_BF16=0`` turns it off, ``TEXTIMG_BF16=1`` on."""
+    choice = os.environ.get("TEXTIMG_BF16", "auto")
+    if device != "cpu" or choice == "0":
         return False
+    if choice == "1":
+        return True
     cpu = getattr(torch, "cpu", None)
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(cpu, name, lambda: False)() for name in checks)
+    return None if any(getattr(cpu, name, lambda: False)() for name in checks) else False
 
 
 def _load_pretrained(model: str, device: str, download_root) -> tuple[CLIP, Callable]:
