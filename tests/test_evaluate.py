@@ -30,10 +30,10 @@ def test_labels_come_from_subfolders_or_file_names(tmp_path):
     assert labelled_images(tmp_path / "flat") == {"tench": 1, "red_circle": 1}
 
 
-def run_eval(folder, work, *extra):
+def run_eval(folder, work, *extra, quiet=True):
     env = {**os.environ, "TEXTIMG_PROFILE": "shapes", "TEXTIMG_DATA_DIR": str(work)}
-    return subprocess.run([sys.executable, "-m", "textimg_helpers", "eval", str(folder), "-q", *extra],
-                          env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "textimg_helpers", "eval", str(folder), *extra]
+                          + (["-q"] if quiet else []), env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_eval_on_generated_shapes_meets_the_quality_floor(tmp_path):
@@ -60,3 +60,13 @@ def test_eval_compare_shows_three_template_sets_and_random_weights_are_flagged(t
 def test_bad_template_is_refused(tmp_path):
     out = run_eval(tmp_path, tmp_path, "--template", "a photo")
     assert out.returncode == 1 and "--template needs a {}" in out.stderr
+
+
+def test_eval_shows_progress_for_indexing_and_for_each_template_set(tmp_path):
+    folder = shapes_images(tmp_path, per_class=1, seed=5)
+    out = run_eval(folder, tmp_path, "--compare", quiet=False)
+    assert out.returncode == 0, out.stderr
+    bars = out.stderr.replace("\r", "\n")
+    for desc in ("indexing", "evaluating bare labels", "evaluating 'a photo of a {}'", "evaluating 10 templates"):
+        assert re.search(rf"^{re.escape(desc)}: 100%.*40/40 .*/s\]$", bars, re.M), (desc, bars[-1500:])
+    assert set(line.split(":")[0].strip() for line in out.stdout.strip().splitlines()) == {"label", "photo", "ensemble"}

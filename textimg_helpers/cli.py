@@ -129,11 +129,12 @@ def cmd_eval(job: Job, args) -> int:
         say(f"note: {job.model_name} is " + ("a random-weights model: expect chance-level figures"
             if job.random_weights else "trained only on coloured shapes: expect low figures on photographs"))
     if args.compare:
-        for name, result in compare_templates(client, job.collection_name, encoder, args.folder).items():
+        for name, result in compare_templates(client, job.collection_name, encoder, args.folder,
+                                              progress=not args.quiet).items():
             print(f"{name:>9}: {result.summary()}")
         return 0
     templates = TEMPLATE_SETS["ensemble"] if args.ensemble else (args.template or PHOTO_TEMPLATE,)
-    print(evaluate(client, job.collection_name, encoder, args.folder, templates))
+    print(evaluate(client, job.collection_name, encoder, args.folder, templates, progress=not args.quiet))
     return 0
 
 

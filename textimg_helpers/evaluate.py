@@ -84,26 +84,32 @@ def average_precision(relevant: list[bool], n_relevant: int, k: int = 10) -> flo
 
 
 def evaluate(client, collection_name: str, encoder, folder: str | os.PathLike,
-             templates: tuple[str, ...] = (PHOTO_TEMPLATE,), top_k: int = 10) -> EvalReport:
+             templates: tuple[str, ...] = (PHOTO_TEMPLATE,), top_k: int = 10, progress: bool = True,
+             chunk: int = 64) -> EvalReport:
     """Query every label of ``folder`` (already indexed) and score the top ``top_k`` hits."""
+    from tqdm.auto import tqdm
+
     counts = labelled_images(folder)
     labels = sorted(counts)
-    text_embs = encode_queries(encoder, [lab.replace("_", " ") for lab in labels], templates)
     prefix = str(Path(folder).expanduser().absolute()).replace("\\", "\\\\").replace('"', '\\"')
     in_folder = f'filepath like "{prefix}/%"' if "%" not in prefix else ""  # this folder's rows only
     results = []
-    for start in range(0, len(labels), 256):
-        chunk = labels[start:start + 256]
-        for label, hits in zip(chunk, search_by_vector(client, collection_name, text_embs[start:start + 256],
-                                                       top_k, in_folder)):
-            relevant = [h.label == label for h in hits]
-            first = relevant.index(True) + 1 if True in relevant else None
-            results.append(LabelResult(label, counts[label], first,
-                                       average_precision(relevant, counts[label], top_k), hits))
+    name = ("bare labels" if tuple(templates) == ("{}",) else repr(templates[0]) if len(templates) == 1
+            else f"{len(templates)} templates")
+    with tqdm(total=len(labels), unit="label", desc=f"evaluating {name}", disable=not progress) as bar:
+        for start in range(0, len(labels), chunk):
+            part = labels[start:start + chunk]
+            text_embs = encode_queries(encoder, [label.replace("_", " ") for label in part], templates)
+            for label, hits in zip(part, search_by_vector(client, collection_name, text_embs, top_k, in_folder)):
+                relevant = [h.label == label for h in hits]
+                first = relevant.index(True) + 1 if True in relevant else None
+                results.append(LabelResult(label, counts[label], first,
+                                           average_precision(relevant, counts[label], top_k), hits))
+            bar.update(len(part))
     return EvalReport(tuple(templates), results, sum(counts.values()))
 
 
-def compare_templates(client, collection_name: str, encoder, folder) -> dict[str, EvalReport]:
+def compare_templates(client, collection_name: str, encoder, folder, progress: bool = True) -> dict[str, EvalReport]:
     """The same evaluation with a bare label, "a photo of a ...", and an average of templates."""
-    return {name: evaluate(client, collection_name, encoder, folder, templates)
+    return {name: evaluate(client, collection_name, encoder, folder, templates, progress=progress)
             for name, templates in TEMPLATE_SETS.items()}
