@@ -63,3 +63,16 @@ def test_similar_on_the_server(cli, server_index, server_images):
     score, path = run.out.splitlines()[0].split("  ", 1)
     assert path == str(example) and float(score) == pytest.approx(1.0, abs=1e-3)
     assert len(run.out.splitlines()) == 3
+
+
+def test_deleted_files_leave_the_server_collection_too(cli, milvus_server, tmp_path, shapes_encoder):
+    folder = shapes_folder(tmp_path / "photos")
+    server = ("--uri", milvus_server, "--collection", f"textimg_test_{uuid.uuid4().hex[:8]}")
+    assert cli("index", folder, *server, "-q").summary["total"] == 40
+    for path in sorted(folder.iterdir())[:4]:
+        path.unlink()
+    again = cli("index", folder, *server, "-q")
+    assert again.summary == {"indexed": 0, "skipped": 0, "unchanged": 36, "total": 36}, again.err
+    assert "removed 4 rows of files no longer in the folder" in again.out.splitlines()
+    hits = json.loads(cli("search", "a shape", *server, "-k", 100, "--json").out)
+    assert sorted(hit["filepath"] for hit in hits) == sorted(str(p) for p in folder.iterdir())

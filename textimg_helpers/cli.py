@@ -62,7 +62,8 @@ def cmd_index(job: Job, args) -> int:
 
     report = index_folder(job.connect(), job.collection_name, args.folder, job.load_encoder,
                           model=job.model_name, batch_size=args.batch_size, write_every=args.write_every,
-                          num_workers=args.workers, progress=not args.quiet)
+                          num_workers=args.workers, progress=not args.quiet,
+                          remove_missing=not args.keep_missing)
     print(report)
     return 0
 
@@ -203,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help=WORKERS_HELP)
     p.add_argument("--write-every", type=int, default=256,
                    help="rows per write to Milvus (default 256; fewer loses less work if the run is killed)")
+    p.add_argument("--keep-missing", action="store_true",
+                   help="keep the rows of files that are no longer in FOLDER (default: remove them)")
     for name, target, helptext in (("search", "query", "search by text"),
                                    ("similar", "image", "search by example image")):
         p = sub.add_parser(name, parents=[common], help=helptext)

@@ -10,7 +10,7 @@ import numpy as np
 
 from .data import label_for, list_image_paths
 from .encoders import encode_queries
-from .store import Hit, search_by_vector
+from .store import Hit, folder_filter, search_by_vector
 
 PHOTO_TEMPLATE = "a photo of a {}"
 # A few of the prompts from CLIP's ImageNet prompt-engineering notebook.
@@ -91,8 +91,7 @@ def evaluate(client, collection_name: str, encoder, folder: str | os.PathLike,
 
     counts = labelled_images(folder)
     labels = sorted(counts)
-    prefix = str(Path(folder).expanduser().absolute()).replace("\\", "\\\\").replace('"', '\\"')
-    in_folder = f'filepath like "{prefix}/%"' if "%" not in prefix else ""  # this folder's rows only
+    in_folder = folder_filter(folder) if "%" not in str(folder) else ""  # this folder's rows only
     results = []
     name = ("bare labels" if tuple(templates) == ("{}",) else repr(templates[0]) if len(templates) == 1
             else f"{len(templates)} templates")

@@ -14,8 +14,8 @@ import numpy as np
 
 from .config import TextimgError
 from .data import IMAGE_EXTENSIONS, label_for, list_image_paths, load_image
-from .store import (check_collection, count_rows, create_collection, fetch_file_stats, path_id,
-                    upsert_rows)
+from .store import (check_collection, count_rows, create_collection, fetch_file_stats, folder_filter, path_id,
+                    rows_under, upsert_rows)
 
 
 @dataclass
@@ -37,6 +37,7 @@ class IngestPlan:
     todo: list[FileInfo]
     unchanged: int
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    gone: list[int] = field(default_factory=list)  # rows of files no longer in the folder
 
 
 @dataclass
@@ -47,6 +48,7 @@ class IngestReport:
     unchanged: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
     total: int = 0
+    removed: int = 0  # rows of files deleted, moved or renamed since they were indexed
     seconds: float = 0.0
     stage_seconds: dict = field(default_factory=lambda: {"read": 0.0, "encode": 0.0, "write": 0.0})
 
@@ -57,6 +59,8 @@ class IngestReport:
 
     def __str__(self) -> str:
         lines = [f"skipped {path}: {reason}" for path, reason in self.skipped]
+        if self.removed:
+            lines.append(f"removed {self.removed} rows of files no longer in the folder")
         if self.indexed:
             rate = self.indexed / self.seconds if self.seconds else 0.0
             stages = ", ".join(f"{k} {v:.1f}s" for k, v in self.stage_seconds.items())
@@ -65,8 +69,9 @@ class IngestReport:
 
 
 def plan_ingestion(client, collection_name: str, folder: str | os.PathLike,
-                   model: str | None = None) -> IngestPlan:
-    """List the images under ``folder`` and keep those not indexed with the same size and mtime."""
+                   model: str | None = None, remove_missing: bool = True) -> IngestPlan:
+    """List the images under ``folder`` and keep those not indexed with the same size and mtime; with
+    ``remove_missing``, also find the rows of files under ``folder`` that are not there any more."""
     root = Path(folder).expanduser().absolute()
     files, skipped = [], []
     for path in list_image_paths(root):
@@ -85,14 +90,23 @@ def plan_ingestion(client, collection_name: str, folder: str | os.PathLike,
     if not files and not skipped:
         raise TextimgError(f"no images in {folder} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))}, "
                            "in any letter case, in sub-folders too)")
-    known = {}
+    known, gone = {}, []
     if client.has_collection(collection_name):
         if model is not None:
             check_collection(client, collection_name, model)
         client.load_collection(collection_name)
         known = fetch_file_stats(client, collection_name, [f.id for f in files])
+        if remove_missing:
+            gone = find_gone(client, collection_name, root, {f.id for f in files}, len(known))
     todo = [f for f in files if known.get(f.id) != (f.size, f.mtime)]
-    return IngestPlan(root, todo, len(files) - len(todo), skipped)
+    return IngestPlan(root, todo, len(files) - len(todo), skipped, gone)
+
+
+def find_gone(client, collection_name: str, root: Path, present: set[int], known: int) -> list[int]:
+    """Ids of rows under ``root`` whose file is not among ``present`` (deleted, moved or renamed)."""
+    if count_rows(client, collection_name, folder_filter(root)) <= known:
+        return []  # every row under root is a file still there (the usual case: one count, no listing)
+    return [i for i in rows_under(client, collection_name, root) if i not in present]
 
 
 class ImageFiles:  # a torch Dataset: torch is imported only when there is work to do
@@ -190,6 +204,9 @@ def ingest(client, collection_name: str, encoder, plan: IngestPlan, batch_size: 
     """Encode ``plan.todo`` in batches and upsert the vectors in chunks of ``write_every`` rows."""
     start = time.perf_counter()
     report = IngestReport(unchanged=plan.unchanged, skipped=list(plan.skipped))
+    if plan.gone:
+        client.delete(collection_name, ids=plan.gone)
+        report.removed = len(plan.gone)
     if plan.todo:
         with ThreadPoolExecutor(1, thread_name_prefix="textimg-create") as pool:
             if client.has_collection(collection_name):  # checked against the model before any work
@@ -260,7 +277,8 @@ def index_folder(client, collection_name: str, folder: str | os.PathLike, encode
     """Index ``folder`` incrementally. ``encoder`` is an Encoder, or a function that loads one:
     it is then called only when some file is new or changed (an unchanged re-run loads no model)."""
     model = None if callable(encoder) else encoder.name
-    plan = plan_ingestion(client, collection_name, folder, model=options.pop("model", model))
+    plan = plan_ingestion(client, collection_name, folder, model=options.pop("model", model),
+                          remove_missing=options.pop("remove_missing", True))
     if plan.todo and callable(encoder):
         encoder = encoder()
     return ingest(client, collection_name, encoder, plan, **options)

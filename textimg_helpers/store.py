@@ -211,11 +211,33 @@ def fetch_file_stats(client: MilvusClient, collection_name: str, ids: Sequence[i
     return found
 
 
-def count_rows(client: MilvusClient, collection_name: str) -> int:
-    """Number of rows, counted with Strong consistency (right after a write it is exact)."""
+def count_rows(client: MilvusClient, collection_name: str, filter: str = "") -> int:
+    """Number of rows (matching ``filter``), counted with Strong consistency (exact right after a write)."""
     client.load_collection(collection_name)
-    res = client.query(collection_name, filter="", output_fields=["count(*)"], consistency_level="Strong")
+    res = client.query(collection_name, filter=filter, output_fields=["count(*)"], consistency_level="Strong")
     return int(res[0]["count(*)"])
+
+
+def folder_filter(folder: str | Path) -> str:
+    """A filter for the rows of the files under ``folder``: ``filepath like "<folder>/%"``. In ``like``,
+    ``_`` and ``%`` of the folder's own name match any character: check paths again where it matters."""
+    prefix = str(Path(folder).expanduser().absolute()).replace("\\", "\\\\").replace('"', '\\"')
+    return f'filepath like "{prefix}/%"'
+
+
+def rows_under(client: MilvusClient, collection_name: str, folder: str | Path) -> dict[int, str]:
+    """``{id: filepath}`` of every row whose file lies under ``folder`` (read in pages of 1,000)."""
+    root = str(Path(folder).expanduser().absolute()) + "/"
+    found = {}
+    with pymilvus_errors_unlogged():  # its iterator logs a warning about timestamps on Milvus Lite
+        pages = client.query_iterator(collection_name, batch_size=1000, filter=folder_filter(folder),
+                                      output_fields=["filepath"])
+        try:
+            while page := pages.next():
+                found.update({row["id"]: row["filepath"] for row in page if row["filepath"].startswith(root)})
+        finally:
+            pages.close()
+    return found
 
 
 def search_by_vector(client: MilvusClient, collection_name: str, vectors: np.ndarray,

@@ -1,0 +1,47 @@
+"""Re-indexing a folder that changed: new and edited files are encoded, deleted or renamed ones leave."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from conftest import shapes_folder
+
+
+def indexed_paths(cli, uri) -> list[str]:
+    """Every file path in the collection, as ``search --json`` returns them."""
+    run = cli("search", "a shape", "--uri", uri, "-k", 1000, "--json")
+    assert run.code == 0, run.err
+    return sorted(hit["filepath"] for hit in json.loads(run.out))
+
+
+def test_deleted_renamed_and_edited_files_are_followed(cli, tmp_path, shapes_encoder):
+    folder, uri = shapes_folder(tmp_path / "a_b"), tmp_path / "milvus.db"
+    neighbour = shapes_folder(tmp_path / "axb")  # matches "a_b/%" in Milvus' like: must be left alone
+    assert cli("index", folder, "--uri", uri, "-q").summary["total"] == 40
+    assert cli("index", neighbour, "--uri", uri, "-q").summary["total"] == 80
+
+    (folder / "red_circle_0000.png").unlink()
+    (folder / "blue_star_0000.png").unlink()
+    (folder / "green_cross_0000.png").rename(folder / "renamed.png")
+    os.utime(folder / "white_square_0000.png", ns=(1, 1))  # edited
+    run = cli("index", folder, "--uri", uri, "-q")
+    assert run.summary == {"indexed": 2, "skipped": 0, "unchanged": 36, "total": 78}
+    assert "removed 3 rows of files no longer in the folder" in run.out.splitlines()
+
+    assert indexed_paths(cli, uri) == sorted(str(p) for p in [*folder.iterdir(), *neighbour.iterdir()])
+    again = cli("index", folder, "--uri", uri, "-q")
+    assert again.summary == {"indexed": 0, "skipped": 0, "unchanged": 38, "total": 78}
+    assert "removed" not in again.out
+
+
+def test_keep_missing_keeps_rows_of_files_that_are_gone(cli, tmp_path, shapes_encoder):
+    folder, uri = shapes_folder(tmp_path / "photos"), tmp_path / "milvus.db"
+    cli("index", folder, "--uri", uri, "-q")
+    for path in list(folder.iterdir())[:5]:
+        path.unlink()
+    kept = cli("index", folder, "--uri", uri, "-q", "--keep-missing")
+    assert kept.summary == {"indexed": 0, "skipped": 0, "unchanged": 35, "total": 40}
+    removed = cli("index", folder, "--uri", uri, "-q")
+    assert removed.summary == {"indexed": 0, "skipped": 0, "unchanged": 35, "total": 35}
+    assert len(indexed_paths(cli, uri)) == 35
