@@ -55,11 +55,14 @@ class EvalReport:
                 f"recall@10={self.recall(10):.3f} mAP@10={self.map10:.3f}")
 
     def __str__(self) -> str:
+        mistakes = [r for r in self.worst() if r.ap10 < 1]
         lines = [f"labels={len(self.results)} images={self.images} templates={list(self.templates)[:3]}"
-                 + ("..." if len(self.templates) > 3 else ""), "worst labels:"]
-        for r in self.worst():
-            top = ", ".join(f"{h.label} {h.score:.2f}" for h in r.hits[:3])
-            lines.append(f"  {r.label}: first relevant at {r.first_rank or '>10'}, AP@10 {r.ap10:.2f}; top: {top}")
+                 + ("..." if len(self.templates) > 3 else ""),
+                 "worst labels:" + ("" if mistakes else " none, every label's top 10 is right")]
+        for r in mistakes:
+            wrong = [f"#{rank} {hit.label} {hit.score:.2f}" for rank, hit in enumerate(r.hits, 1) if hit.label != r.label]
+            lines.append(f"  {r.label}: first relevant at {r.first_rank or '>10'}, AP@10 {r.ap10:.2f}; "
+                         f"instead: {', '.join(wrong[:3])}")
         return "\n".join(lines + [self.summary()])
 
 

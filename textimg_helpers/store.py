@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 import signal
 import threading
@@ -55,9 +56,12 @@ def connect(uri: str, token: str = "") -> MilvusClient:
         Path(uri).expanduser().parent.mkdir(parents=True, exist_ok=True)
         if lite_file_in_use(uri):
             raise TextimgError(lite_in_use_message(uri))
+    # Milvus Lite answers on a local socket: keepalive pings while idle (a long encode, a notebook left
+    # open) only make its server send GOAWAY "too_many_pings", which grpc logs to stderr.
+    options = {"grpc_options": {"grpc.keepalive_permit_without_calls": False}} if lite else {}
     try:
         with ctrl_c_spares_children(lite):
-            client = MilvusClient(uri=uri, token=token or "", timeout=30)
+            client = MilvusClient(uri=uri, token=token or "", timeout=30, **options)
     except Exception as exc:  # pymilvus raises several types here
         raise TextimgError(explain_connect_error(uri, exc)) from None
     if lite:
@@ -221,13 +225,13 @@ def count_rows(client: MilvusClient, collection_name: str, filter: str = "") -> 
 def folder_filter(folder: str | Path) -> str:
     """A filter for the rows of the files under ``folder``: ``filepath like "<folder>/%"``. In ``like``,
     ``_`` and ``%`` of the folder's own name match any character: check paths again where it matters."""
-    prefix = str(Path(folder).expanduser().absolute()).replace("\\", "\\\\").replace('"', '\\"')
-    return f'filepath like "{prefix}/%"'
+    prefix = str(Path(folder).expanduser().absolute()) + os.sep
+    return 'filepath like "' + prefix.replace("\\", "\\\\").replace('"', '\\"') + '%"'
 
 
 def rows_under(client: MilvusClient, collection_name: str, folder: str | Path) -> dict[int, str]:
     """``{id: filepath}`` of every row whose file lies under ``folder`` (read in pages of 1,000)."""
-    root = str(Path(folder).expanduser().absolute()) + "/"
+    root = str(Path(folder).expanduser().absolute()) + os.sep
     found = {}
     with pymilvus_errors_unlogged():  # its iterator logs a warning about timestamps on Milvus Lite
         pages = client.query_iterator(collection_name, batch_size=1000, filter=folder_filter(folder),
@@ -252,6 +256,8 @@ def search_by_vector(client: MilvusClient, collection_name: str, vectors: np.nda
                                 filter=filter or "", output_fields=["filepath", "label"],
                                 search_params=SEARCH_PARAMS, consistency_level="Strong")
     except MilvusException as exc:
+        if "should create connection first" in exc.message:  # the notebook's last cell closed it
+            raise TextimgError("this Milvus client is closed: run the setup cell (or connect) again") from None
         if "dimension" in exc.message.lower():  # a query from another model than the collection's
             info = collection_info(client, collection_name)
             raise TextimgError(

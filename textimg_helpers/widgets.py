@@ -24,11 +24,11 @@ class SearchPanel:
     """Type a query, pick k, press Search; each result has a "more like this" button."""
 
     def __init__(self, client, collection_name: str, encoder, top_k: int = 5, max_k: int = 20,
-                 thumb_size: int = THUMB_SIZE):
+                 thumb_size: int = THUMB_SIZE, placeholder: str = "a red circle"):
         self.client, self.collection_name, self.encoder = client, collection_name, encoder
         self.thumb_size = thumb_size
         self.hits: list[Hit] = []
-        self.query = widgets.Text(placeholder="a red circle", description="Query",
+        self.query = widgets.Text(placeholder=placeholder, description="Query",
                                   layout=widgets.Layout(width="420px"))
         self.k = widgets.IntSlider(value=top_k, min=1, max=max_k, description="k")
         self.submit = widgets.Button(description="Search", button_style="primary", icon="search")
@@ -41,6 +41,11 @@ class SearchPanel:
     def widget(self) -> widgets.VBox:
         """The whole panel, to display in a notebook cell."""
         return widgets.VBox([widgets.HBox([self.query, self.k, self.submit]), self.status, self.results])
+
+    @property
+    def more_buttons(self) -> list[widgets.Button]:
+        """The "more like this" button of each result, in order."""
+        return [card.children[2] for card in self.results.children]
 
     def search(self) -> None:
         """Search for the text in the query box; errors go to the status line."""
