@@ -221,3 +221,16 @@ def test_decoder_processes_index_the_same_as_the_reader_thread(tmp_path, cli, sh
     assert results[0].keys() == results[2].keys() and len(results[0]) == 12
     for path, score in results[0].items():
         assert results[2][path] == pytest.approx(score, abs=1e-5)
+
+
+def test_big_jpegs_have_a_higher_pixel_limit_than_other_formats(tmp_path, monkeypatch):
+    """A 108 Mpx phone photo is a JPEG, decoded at 1/8 scale; a PNG that size is a possible bomb."""
+    from textimg_helpers import data
+
+    monkeypatch.setattr(data, "MAX_PIXELS", 1000)
+    monkeypatch.setattr(data, "MAX_JPEG_PIXELS", 5000)
+    square(size=(40, 40)).save(tmp_path / "photo.jpg")  # 1,600 pixels
+    square(size=(40, 40)).save(tmp_path / "drawing.png")
+    assert load_image(tmp_path / "photo.jpg", max_side=128).size == (40, 40)
+    with pytest.raises(UnreadableImage, match="Mpx limit for PNG files"):
+        load_image(tmp_path / "drawing.png", max_side=128)

@@ -135,3 +135,20 @@ def test_drop_asks_for_yes_then_deletes_only_that_collection(tmp_path):
     assert gone.returncode == 1 and "no collection named 'drop_me' (existing: keep_me)" in gone.stderr
     kept = textimg("stats", "--uri", uri, "--collection", "keep_me", cwd=tmp_path, env_extra=env)
     assert kept.stdout.strip() == "rows=40 model=shapes-clip dim=128"
+
+
+def test_json_stdout_stays_clean_when_milvus_refuses_a_filter(indexed):
+    work, folder, env, _ = indexed
+    out = textimg("search", "a red circle", "--json", "--where", 'label = = "x', cwd=work, env_extra=env)
+    assert out.returncode == 1 and out.stdout == ""
+    assert out.stderr.strip().startswith("textimg: error: Milvus refused the search with filter")
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr  # Milvus Lite's own lines go to its log
+
+
+def test_grid_names_what_it_wrote_and_refuses_an_unknown_format_before_searching(indexed):
+    work, folder, env, _ = indexed
+    out = textimg("search", "a red circle", "-k", "3", "--grid", "noext", cwd=work, env_extra=env)
+    assert out.returncode == 0 and "grid written to noext.png" in out.stderr
+    assert (work / "noext.png").stat().st_size > 1000
+    bad = textimg("search", "a red circle", "--grid", "grid.txt", cwd=work, env_extra=env)
+    assert bad.returncode == 1 and bad.stdout == "" and "--grid grid.txt: .txt is not a picture format" in bad.stderr

@@ -90,6 +90,22 @@ def test_device_auto_is_cpu_here_and_explicit_choice_wins():
     assert pick_device("auto") in ("cpu", "cuda", "mps")
 
 
+@pytest.mark.parametrize("device, says", [("gpu", "unknown device 'gpu'"), ("cuda", "not available")])
+def test_a_device_this_machine_lacks_is_named_and_no_file_is_blamed(cli, tmp_path, device, says):
+    import torch
+
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(TextimgError, match=says):
+        load_encoder(str(SHAPES_CHECKPOINT), device=device)
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (32, 32), (200, 0, 0)).save(tmp_path / "images" / "red.png")
+    for extra in ([], ["--random-weights"]):
+        run = cli("index", tmp_path / "images", "--uri", tmp_path / "m.db", "--device", device, "-q", *extra)
+        assert run.code == 1 and says in run.last_err and "delete" not in run.err, run.err
+    assert SHAPES_CHECKPOINT.is_file()
+
+
 def test_short_queries_skip_the_padding_but_give_clips_own_vectors(vit_b_32):
     import clip
     import torch

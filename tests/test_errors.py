@@ -172,3 +172,15 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def test_a_model_that_does_not_exist_is_named_before_anything_else(cli, indexed, tmp_path):
+    uri, images = indexed
+    for command in (("search", "a dog"), ("similar", images / "red_circle_0000.png"), ("index", images)):
+        assert_error(cli(*command, "--uri", uri, "--model", tmp_path / "no_such_model.pt"),
+                     f"model '{tmp_path / 'no_such_model.pt'}' is neither a CLIP name", "ViT-B/32")
+
+
+def test_a_lite_file_whose_folder_cannot_exist(cli, tmp_path):
+    (tmp_path / "afile").write_text("a file, not a folder")
+    assert_error(cli("stats", "--uri", tmp_path / "afile" / "x.db"), "cannot create the folder of the Milvus Lite file")

@@ -27,7 +27,7 @@ def test_deleted_renamed_and_edited_files_are_followed(cli, tmp_path, shapes_enc
     os.utime(folder / "white_square_0000.png", ns=(1, 1))  # edited
     run = cli("index", folder, "--uri", uri, "-q")
     assert run.summary == {"indexed": 2, "skipped": 0, "unchanged": 36, "total": 78}
-    assert "removed 3 rows of files no longer in the folder" in run.out.splitlines()
+    assert "removed 3 rows of files no longer in the folder or no longer readable" in run.out.splitlines()
 
     assert indexed_paths(cli, uri) == sorted(str(p) for p in [*folder.iterdir(), *neighbour.iterdir()])
     again = cli("index", folder, "--uri", uri, "-q")
@@ -45,3 +45,29 @@ def test_keep_missing_keeps_rows_of_files_that_are_gone(cli, tmp_path, shapes_en
     removed = cli("index", folder, "--uri", uri, "-q")
     assert removed.summary == {"indexed": 0, "skipped": 0, "unchanged": 35, "total": 35}
     assert len(indexed_paths(cli, uri)) == 35
+
+
+def test_a_file_that_breaks_after_indexing_leaves_the_collection(cli, tmp_path, shapes_encoder):
+    folder, uri = shapes_folder(tmp_path / "photos"), tmp_path / "milvus.db"
+    cli("index", folder, "--uri", uri, "-q")
+    damaged = folder / "red_circle_0000.png"
+    damaged.write_bytes(damaged.read_bytes()[:100])  # a sync that stopped half-way
+    run = cli("index", folder, "--uri", uri, "-q")
+    assert run.summary == {"indexed": 0, "skipped": 1, "unchanged": 39, "total": 39}
+    assert f"skipped {damaged}: UnreadableImage: truncated image file" in run.out
+    assert str(damaged) not in indexed_paths(cli, uri)
+
+
+def test_one_folder_has_one_spelling_whatever_the_links_and_dots(cli, tmp_path, shapes_encoder):
+    root, uri = tmp_path / "photos", tmp_path / "milvus.db"
+    shapes_folder(root / "2024")
+    (root / "2023").mkdir()
+    (root / "2023" / "link_to_2024").symlink_to(root / "2024", target_is_directory=True)
+    (tmp_path / "Pictures").symlink_to(root, target_is_directory=True)
+
+    first = cli("index", root, "--uri", uri, "-q")
+    assert first.summary == {"indexed": 40, "skipped": 0, "unchanged": 0, "total": 40}
+    assert all(path.startswith(f"{root}/2024/") for path in indexed_paths(cli, uri))  # the real folder's paths
+    for spelling in (root / "2024", tmp_path / "Pictures", root / ".." / "photos", tmp_path / "Pictures" / "2024"):
+        again = cli("index", spelling, "--uri", uri, "-q")
+        assert again.summary == {"indexed": 0, "skipped": 0, "unchanged": 40, "total": 40}, spelling

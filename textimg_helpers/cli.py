@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import (Settings, TextimgError, default_collection, model_for_profile, model_name,
+from .config import (Settings, TextimgError, check_model, default_collection, model_for_profile, model_name,
                      resolve_profile)
 
 DEMO_QUERIES = {"clip": "a white dog", "shapes": "a red circle"}
@@ -39,6 +40,7 @@ class Job:
                                              device=args.device, collection_name=args.collection)
         profile = resolve_profile(settings, announce=say)
         model = model_for_profile(profile, settings.model)
+        check_model(model)
         name = model_name(model, args.random_weights)
         return cls(settings, profile, model, name, settings.collection_name or default_collection(name),
                    args.random_weights)
@@ -62,7 +64,7 @@ def cmd_index(job: Job, args) -> int:
 
     report = index_folder(job.connect(), job.collection_name, args.folder, job.load_encoder,
                           model=job.model_name, batch_size=args.batch_size, write_every=args.write_every,
-                          num_workers=args.workers, progress=not args.quiet,
+                          num_workers=args.workers, progress=not args.quiet, verbose=not args.quiet,
                           remove_missing=not args.keep_missing)
     print(report)
     return 0
@@ -74,6 +76,7 @@ def cmd_search(job: Job, args) -> int:
     from .store import open_collection, search_by_text
 
     check_query(args.query, warn=False)  # fail fast, before loading anything
+    args.grid = grid_path(args.grid)
     client = job.connect()
     open_collection(client, job.collection_name, job.model_name)
     templates = ENSEMBLE_TEMPLATES if args.ensemble else None
@@ -85,6 +88,7 @@ def cmd_search(job: Job, args) -> int:
 def cmd_similar(job: Job, args) -> int:
     from .store import open_collection, search_by_image
 
+    args.grid = grid_path(args.grid)
     client = job.connect()
     open_collection(client, job.collection_name, job.model_name)
     hits = search_by_image(client, job.collection_name, job.load_encoder(), args.image, args.k, args.where)
@@ -105,6 +109,20 @@ def print_hits(hits, args) -> int:
     return 0
 
 
+def grid_path(grid: str | None) -> Path | None:
+    """``--grid``: a PNG unless another picture format is named; refused before any work if unknown."""
+    if not grid:
+        return None
+    from matplotlib.figure import Figure
+
+    path = Path(grid) if Path(grid).suffix else Path(grid).with_suffix(".png")
+    formats = Figure().canvas.get_supported_filetypes()
+    if path.suffix.lower().lstrip(".") not in formats:
+        raise TextimgError(f"--grid {grid}: {path.suffix} is not a picture format matplotlib writes "
+                           f"({', '.join('.' + f for f in sorted(formats))})")
+    return path
+
+
 def save_grid(hits, path, title=None) -> None:
     import matplotlib
 
@@ -122,20 +140,22 @@ def cmd_eval(job: Job, args) -> int:
     if args.template and "{}" not in args.template:
         raise TextimgError(f"--template needs a {{}} where the label goes, e.g. 'a photo of a {{}}', "
                            f"not {args.template!r}")
+    # labelled test images get a collection of their own, so they never turn up in searches of your photos
+    collection = job.settings.collection_name or default_collection(job.model_name) + "_eval"
     client, encoder = job.connect(), job.load_encoder()
-    report = index_folder(client, job.collection_name, args.folder, encoder, batch_size=args.batch_size,
+    report = index_folder(client, collection, args.folder, encoder, batch_size=args.batch_size,
                           num_workers=args.workers, progress=not args.quiet)
-    say(report.summary())
+    say(f"{report.summary()} (collection {collection})")
     if job.random_weights or job.model_name.startswith("shapes-clip"):
         say(f"note: {job.model_name} is " + ("a random-weights model: expect chance-level figures"
             if job.random_weights else "trained only on coloured shapes: expect low figures on photographs"))
     if args.compare:
-        for name, result in compare_templates(client, job.collection_name, encoder, args.folder,
+        for name, result in compare_templates(client, collection, encoder, args.folder,
                                               progress=not args.quiet).items():
             print(f"{name:>9}: {result.summary()}")
         return 0
     templates = TEMPLATE_SETS["ensemble"] if args.ensemble else (args.template or PHOTO_TEMPLATE,)
-    print(evaluate(client, job.collection_name, encoder, args.folder, templates, progress=not args.quiet))
+    print(evaluate(client, collection, encoder, args.folder, templates, progress=not args.quiet))
     return 0
 
 
@@ -236,10 +256,10 @@ COMMANDS = {"demo": cmd_demo, "index": cmd_index, "search": cmd_search, "similar
 def main(argv: list[str] | None = None) -> int:
     """Run one command; errors print one readable line (a traceback only with ``--debug``)."""
     args = build_parser().parse_args(argv)
-    for option in ("batch_size", "k"):
+    for option in ("batch_size", "k", "write_every"):
         if getattr(args, option, 1) < 1:
-            build_parser().error(f"{'-k' if option == 'k' else '--batch-size'} must be at least 1, "
-                                 f"not {getattr(args, option)}")
+            flag = "-k" if option == "k" else "--" + option.replace("_", "-")
+            build_parser().error(f"{flag} must be at least 1, not {getattr(args, option)}")
     if (getattr(args, "workers", None) or 0) < 0:
         build_parser().error(f"--workers must be 0 or more, not {args.workers}")
     token = Settings.from_env().milvus_token
@@ -253,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         say("textimg: interrupted; what was written is kept, run the same command again to continue")
         return 130
+    except BrokenPipeError:  # `textimg search ... | head -1`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 141
     except Exception as exc:  # one line for the user, never the token
         if args.debug:
             raise

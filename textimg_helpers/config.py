@@ -10,6 +10,9 @@ from typing import Mapping
 
 PROFILES = ("auto", "clip", "shapes")
 CLIP_MODEL = "ViT-B/32"
+# clip.available_models(), without importing torch (tests check that the two agree)
+CLIP_MODELS = ("RN50", "RN101", "RN50x4", "RN50x16", "RN50x64", "ViT-B/32", "ViT-B/16", "ViT-L/14",
+               "ViT-L/14@336px")
 SHAPES_CHECKPOINT = Path(__file__).parent / "assets" / "shapes_clip.pt"
 SHAPES_MODEL_NAME = "shapes-clip"
 RANDOM_SUFFIX = "+random"
@@ -69,6 +72,13 @@ def model_for_profile(profile: str, model: str | None) -> str:
     if model:
         return model
     return CLIP_MODEL if profile == "clip" else str(SHAPES_CHECKPOINT)
+
+
+def check_model(model: str) -> None:
+    """Refuse a model that is neither a CLIP name nor a file, before anything else runs."""
+    if model not in CLIP_MODELS and not Path(model).expanduser().is_file():
+        raise TextimgError(f"model {model!r} is neither a CLIP name ({', '.join(CLIP_MODELS)}) "
+                           "nor an existing checkpoint file")
 
 
 def model_name(model: str, random_weights: bool = False) -> str:

@@ -18,30 +18,43 @@ from PIL import Image, ImageFile, ImageOps
 
 from .config import TextimgError
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
-MAX_PIXELS = 90_000_000  # larger images are refused as decompression bombs
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
+MAX_PIXELS = 90_000_000  # larger images are refused as possible decompression bombs...
+MAX_JPEG_PIXELS = 178_956_970  # ...except JPEGs (a 108 Mpx phone photo), decoded at 1/8 scale; Pillow's own limit
 DATASET_URL = "https://github.com/towhee-io/examples/releases/download/data/reverse_image_search.zip"
 DATASET_DIR = "reverse_image_search"
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a grey image
 
 
+def folder_root(folder: str | os.PathLike) -> Path:
+    """The real absolute path of ``folder`` (``~``, ``..`` and symlinks resolved), so that one folder has
+    one spelling in the collection however it is typed."""
+    return Path(folder).expanduser().resolve()
+
+
 def list_image_paths(folder: str | os.PathLike) -> list[Path]:
-    """Every image file under ``folder`` (nested, symlinks followed once, folders named ``x.jpg``
-    left out), sorted by path."""
-    root = Path(folder).expanduser()
+    """Every image file under ``folder``, sorted, under its real path: nested folders, linked folders
+    outside it followed once, linked folders inside it listed under their own path only, folders named
+    ``x.jpg`` left out."""
+    root = folder_root(folder)
     if not root.is_dir():
         raise TextimgError(f"folder not found: {folder}" if not root.exists() else f"not a folder: {folder}")
-    seen_dirs, paths = set(), []
+    inside, seen_dirs, paths = str(root) + os.sep, set(), []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         real = os.path.realpath(dirpath)
         if real in seen_dirs:  # a symlink loop or a second link to the same folder
             dirnames.clear()
             continue
         seen_dirs.add(real)
-        dirnames.sort()
+        dirnames[:] = sorted(d for d in dirnames if not _links_inside(os.path.join(dirpath, d), inside))
         paths += [Path(dirpath) / f for f in filenames
                   if Path(f).suffix.lower() in IMAGE_EXTENSIONS and _is_file(os.path.join(dirpath, f))]
     return sorted(paths)
+
+
+def _links_inside(path: str, inside: str) -> bool:
+    """A symlink to a folder under ``inside`` (walked anyway under its real path)."""
+    return os.path.islink(path) and (os.path.realpath(path) + os.sep).startswith(inside)
 
 
 def _is_file(path: str) -> bool:
@@ -62,7 +75,7 @@ def load_image(path: str | os.PathLike, max_side: int | None = None) -> Image.Im
     """
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limits are checked below
             return _decode(path, max_side)
     except Image.UnidentifiedImageError:
         raise UnreadableImage(_not_an_image(path)) from None
@@ -78,9 +91,11 @@ def load_image(path: str | os.PathLike, max_side: int | None = None) -> Image.Im
 def _decode(path: str | os.PathLike, max_side: int | None) -> Image.Image:
     """Decode the first frame with the pixel limit, JPEG draft scaling, EXIF rotation, RGB."""
     with Image.open(path) as img:
-        if img.width * img.height > MAX_PIXELS:
-            raise UnreadableImage(f"refused as a possible decompression bomb: {img.width}x{img.height} "
-                                  f"pixels is over the {MAX_PIXELS:,} limit")
+        limit = MAX_JPEG_PIXELS if img.format == "JPEG" else MAX_PIXELS
+        if img.width * img.height > limit:
+            raise UnreadableImage(f"refused as a possible decompression bomb: {img.width}x{img.height} is "
+                                  f"{img.width * img.height / 1e6:.0f} Mpx, over the {limit / 1e6:.0f} Mpx "
+                                  f"limit for {img.format} files")
         if max_side and img.format == "JPEG":
             img.draft("RGB", (max_side, max_side))
         img.load()

@@ -40,8 +40,16 @@ ARCHITECTURES = {
 
 
 def pick_device(device: str = "auto") -> str:
-    """``cuda`` if available, else ``mps``, else ``cpu`` (an explicit choice wins)."""
+    """``cuda`` if available, else ``mps``, else ``cpu``; an explicit choice wins if this machine has it."""
     if device and device != "auto":
+        kind = device.split(":")[0]
+        mps = getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+        available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": mps}
+        if kind not in available:
+            raise TextimgError(f"unknown device {device!r}: use auto, cpu, cuda (or cuda:N) or mps")
+        if not available[kind]:
+            raise TextimgError(f"device {device!r} is not available on this machine: use --device cpu "
+                               "(or auto, or TEXTIMG_DEVICE=cpu)")
         return device
     if torch.cuda.is_available():
         return "cuda"

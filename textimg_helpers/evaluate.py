@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from .data import label_for, list_image_paths
+from .config import TextimgError
+from .data import folder_root, label_for, list_image_paths
 from .encoders import encode_queries
-from .store import Hit, folder_filter, search_by_vector
+from .store import Hit, count_rows, folder_filter, rows_under, search_by_vector
 
 PHOTO_TEMPLATE = "a photo of a {}"
 # A few of the prompts from CLIP's ImageNet prompt-engineering notebook.
@@ -67,8 +68,8 @@ class EvalReport:
 
 
 def labelled_images(folder: str | os.PathLike) -> dict[str, int]:
-    """``{label: number of images}`` from sub-folder names or file names."""
-    root = Path(folder).expanduser().absolute()
+    """``{label: number of image files}`` from sub-folder names or file names."""
+    root = folder_root(folder)
     counts: dict[str, int] = {}
     for path in list_image_paths(root):
         label = label_for(path, root)
@@ -83,18 +84,23 @@ def average_precision(relevant: list[bool], n_relevant: int, k: int = 10) -> flo
         if is_rel:
             found += 1
             total += found / i
-    return total / min(k, n_relevant) if n_relevant else 0.0
+    return total / min(k, max(n_relevant, found)) if n_relevant else 0.0
 
 
 def evaluate(client, collection_name: str, encoder, folder: str | os.PathLike,
              templates: tuple[str, ...] = (PHOTO_TEMPLATE,), top_k: int = 10, progress: bool = True,
              chunk: int = 64) -> EvalReport:
-    """Query every label of ``folder`` (already indexed) and score the top ``top_k`` hits."""
+    """Query every label of ``folder`` (already indexed) and score the top ``top_k`` hits among the
+    folder's rows; labels and their counts come from those rows (unreadable files were never indexed)."""
     from tqdm.auto import tqdm
 
-    counts = labelled_images(folder)
+    rows = rows_under(client, collection_name, folder, ["label"])
+    counts = Counter(row["label"] for row in rows.values())
+    if not counts:
+        raise TextimgError(f"nothing indexed under {folder}: index it first (textimg index FOLDER)")
     labels = sorted(counts)
-    in_folder = folder_filter(folder) if "%" not in str(folder) else ""  # this folder's rows only
+    in_folder = folder_filter(folder)  # this folder's rows, and maybe a few of a neighbour's, left out below
+    limit = top_k + count_rows(client, collection_name, in_folder) - len(rows)
     results = []
     name = ("bare labels" if tuple(templates) == ("{}",) else repr(templates[0]) if len(templates) == 1
             else f"{len(templates)} templates")
@@ -102,7 +108,8 @@ def evaluate(client, collection_name: str, encoder, folder: str | os.PathLike,
         for start in range(0, len(labels), chunk):
             part = labels[start:start + chunk]
             text_embs = encode_queries(encoder, [label.replace("_", " ") for label in part], templates)
-            for label, hits in zip(part, search_by_vector(client, collection_name, text_embs, top_k, in_folder)):
+            for label, hits in zip(part, search_by_vector(client, collection_name, text_embs, limit, in_folder)):
+                hits = [hit for hit in hits if hit.id in rows][:top_k]
                 relevant = [h.label == label for h in hits]
                 first = relevant.index(True) + 1 if True in relevant else None
                 results.append(LabelResult(label, counts[label], first,

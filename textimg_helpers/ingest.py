@@ -13,7 +13,7 @@ from typing import Iterator
 import numpy as np
 
 from .config import TextimgError
-from .data import IMAGE_EXTENSIONS, label_for, list_image_paths, load_image
+from .data import IMAGE_EXTENSIONS, folder_root, label_for, list_image_paths, load_image
 from .store import (check_collection, count_rows, create_collection, fetch_file_stats, folder_filter, path_id,
                     rows_under, upsert_rows)
 
@@ -38,6 +38,7 @@ class IngestPlan:
     unchanged: int
     skipped: list[tuple[str, str]] = field(default_factory=list)
     gone: list[int] = field(default_factory=list)  # rows of files no longer in the folder
+    changed: set[int] = field(default_factory=set)  # ids in ``todo`` that have an older row
 
 
 @dataclass
@@ -60,7 +61,7 @@ class IngestReport:
     def __str__(self) -> str:
         lines = [f"skipped {path}: {reason}" for path, reason in self.skipped]
         if self.removed:
-            lines.append(f"removed {self.removed} rows of files no longer in the folder")
+            lines.append(f"removed {self.removed} rows of files no longer in the folder or no longer readable")
         if self.indexed:
             rate = self.indexed / self.seconds if self.seconds else 0.0
             stages = ", ".join(f"{k} {v:.1f}s" for k, v in self.stage_seconds.items())
@@ -72,7 +73,7 @@ def plan_ingestion(client, collection_name: str, folder: str | os.PathLike,
                    model: str | None = None, remove_missing: bool = True) -> IngestPlan:
     """List the images under ``folder`` and keep those not indexed with the same size and mtime; with
     ``remove_missing``, also find the rows of files under ``folder`` that are not there any more."""
-    root = Path(folder).expanduser().absolute()
+    root = folder_root(folder)
     files, skipped = [], []
     for path in list_image_paths(root):
         try:
@@ -99,7 +100,7 @@ def plan_ingestion(client, collection_name: str, folder: str | os.PathLike,
         if remove_missing:
             gone = find_gone(client, collection_name, root, {f.id for f in files}, len(known))
     todo = [f for f in files if known.get(f.id) != (f.size, f.mtime)]
-    return IngestPlan(root, todo, len(files) - len(todo), skipped, gone)
+    return IngestPlan(root, todo, len(files) - len(todo), skipped, gone, {f.id for f in todo} & set(known))
 
 
 def find_gone(client, collection_name: str, root: Path, present: set[int], known: int) -> list[int]:
@@ -230,7 +231,7 @@ def _run(client, collection_name, encoder, plan, report, batch_size, num_workers
     side = 2 * encoder.resolution
     batches = read_batches(plan.todo, encoder.resolution, batch_size, num_workers, side,
                            overlap=encoder.device != "cpu")
-    buffer, timer = [], report.stage_seconds
+    buffer, broken, timer = [], [], report.stage_seconds
     bar = tqdm(total=len(plan.todo), unit="img", desc="indexing", disable=not progress)
     try:
         while True:
@@ -242,6 +243,8 @@ def _run(client, collection_name, encoder, plan, report, batch_size, num_workers
             indices, batch, errors = item
             for i, reason in errors:
                 report.skipped.append((plan.todo[i].filepath, reason))
+                if plan.todo[i].id in plan.changed:  # its row holds the vector of what it was before
+                    broken.append(plan.todo[i].id)
                 if verbose:
                     bar.write(f"skipping {plan.todo[i].filepath}: {reason}", file=sys.stderr)
             if batch is not None:
@@ -254,6 +257,9 @@ def _run(client, collection_name, encoder, plan, report, batch_size, num_workers
             bar.update(len(indices) + len(errors))
     finally:
         report.indexed += _write(client, collection_name, buffer, timer, created)
+        if broken:
+            client.delete(collection_name, ids=broken)
+            report.removed += len(broken)
         bar.close()
 
 

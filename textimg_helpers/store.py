@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import signal
+import sys
 import threading
 import warnings
 from contextlib import contextmanager
@@ -53,14 +54,17 @@ def connect(uri: str, token: str = "") -> MilvusClient:
     """Open Milvus: a Lite file (created with its folder) or a server / Zilliz Cloud URI."""
     lite = is_lite(uri)
     if lite:
-        Path(uri).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        try:
+            Path(uri).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TextimgError(f"cannot create the folder of the Milvus Lite file {uri}: {exc.strerror or exc}") from None
         if lite_file_in_use(uri):
             raise TextimgError(lite_in_use_message(uri))
     # Milvus Lite answers on a local socket: keepalive pings while idle (a long encode, a notebook left
     # open) only make its server send GOAWAY "too_many_pings", which grpc logs to stderr.
     options = {"grpc_options": {"grpc.keepalive_permit_without_calls": False}} if lite else {}
     try:
-        with ctrl_c_spares_children(lite):
+        with ctrl_c_spares_children(lite), children_write_to(lite_log(uri) if lite else None):
             client = MilvusClient(uri=uri, token=token or "", timeout=30, **options)
     except Exception as exc:  # pymilvus raises several types here
         raise TextimgError(explain_connect_error(uri, exc)) from None
@@ -86,6 +90,34 @@ def pymilvus_errors_unlogged():
     finally:
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
+
+
+def lite_log(uri: str) -> Path:
+    """Where Milvus Lite's server writes its own messages: ``.<file>.log`` beside the database."""
+    db = Path(uri).expanduser()
+    return db.with_name(f".{db.name}.log")
+
+
+@contextmanager
+def children_write_to(log: Path | None):
+    """Processes started inside write their stdout and stderr to ``log``, not to ours: Milvus Lite's
+    server prints its errors (a bad filter, say) where they would mix with results (``--json``)."""
+    if log is None:
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    try:
+        with open(log, "ab") as out:
+            os.dup2(out.fileno(), 1)
+            os.dup2(out.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        os.close(saved[0])
+        os.close(saved[1])
 
 
 @contextmanager
@@ -223,22 +255,28 @@ def count_rows(client: MilvusClient, collection_name: str, filter: str = "") -> 
 
 
 def folder_filter(folder: str | Path) -> str:
-    """A filter for the rows of the files under ``folder``: ``filepath like "<folder>/%"``. In ``like``,
-    ``_`` and ``%`` of the folder's own name match any character: check paths again where it matters."""
-    prefix = str(Path(folder).expanduser().absolute()) + os.sep
-    return 'filepath like "' + prefix.replace("\\", "\\\\").replace('"', '\\"') + '%"'
+    """A filter that keeps every row under ``folder``, and maybe a few more: a plain prefix pattern,
+    ``filepath like "<prefix>%"``, cut before any ``_ % \\ "`` of the path (wildcards or escapes in
+    ``like``, and a Milvus 2.3 server accepts prefix patterns only). Keep rows by path where it matters."""
+    from .data import folder_root
+
+    prefix = re.split(r'[_%\\"]', str(folder_root(folder)) + os.sep)[0]
+    return f'filepath like "{prefix}%"'
 
 
-def rows_under(client: MilvusClient, collection_name: str, folder: str | Path) -> dict[int, str]:
-    """``{id: filepath}`` of every row whose file lies under ``folder`` (read in pages of 1,000)."""
-    root = str(Path(folder).expanduser().absolute()) + os.sep
-    found = {}
+def rows_under(client: MilvusClient, collection_name: str, folder: str | Path,
+               output_fields: Sequence[str] = ("filepath",)) -> dict[int, dict]:
+    """``{id: row}`` of every row whose file lies under ``folder`` (read in pages of 1,000)."""
+    from .data import folder_root
+
+    root, found = str(folder_root(folder)) + os.sep, {}
+    fields = list(dict.fromkeys(["filepath", *output_fields]))
     with pymilvus_errors_unlogged():  # its iterator logs a warning about timestamps on Milvus Lite
         pages = client.query_iterator(collection_name, batch_size=1000, filter=folder_filter(folder),
-                                      output_fields=["filepath"])
+                                      output_fields=fields)
         try:
             while page := pages.next():
-                found.update({row["id"]: row["filepath"] for row in page if row["filepath"].startswith(root)})
+                found.update({row["id"]: row for row in page if row["filepath"].startswith(root)})
         finally:
             pages.close()
     return found
