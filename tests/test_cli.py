@@ -152,3 +152,14 @@ def test_grid_names_what_it_wrote_and_refuses_an_unknown_format_before_searching
     assert (work / "noext.png").stat().st_size > 1000
     bad = textimg("search", "a red circle", "--grid", "grid.txt", cwd=work, env_extra=env)
     assert bad.returncode == 1 and bad.stdout == "" and "--grid grid.txt: .txt is not a picture format" in bad.stderr
+
+
+def test_a_reader_that_stops_early_is_not_an_error(indexed):
+    """`textimg search ... | head -1`: the pipe closes before the results are written."""
+    work, folder, env, _ = indexed
+    proc = subprocess.Popen([sys.executable, "-m", "textimg_helpers", "search", "a red circle", "-k", "50", "-q"],
+                            cwd=work, env={**os.environ, "TEXTIMG_PROFILE": "shapes", **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(120) == 141 and "error" not in err.lower() and "Traceback" not in err, err
