@@ -49,7 +49,7 @@ class IngestReport:
     unchanged: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
     total: int = 0
-    removed: int = 0  # rows of files deleted, moved or renamed since they were indexed
+    removed: int = 0  # rows of files deleted, moved, renamed or broken since they were indexed
     seconds: float = 0.0
     stage_seconds: dict = field(default_factory=lambda: {"read": 0.0, "encode": 0.0, "write": 0.0})
 
