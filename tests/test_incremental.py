@@ -71,3 +71,20 @@ def test_one_folder_has_one_spelling_whatever_the_links_and_dots(cli, tmp_path, 
     for spelling in (root / "2024", tmp_path / "Pictures", root / ".." / "photos", tmp_path / "Pictures" / "2024"):
         again = cli("index", spelling, "--uri", uri, "-q")
         assert again.summary == {"indexed": 0, "skipped": 0, "unchanged": 40, "total": 40}, spelling
+
+
+def test_new_files_that_are_plainly_broken_load_no_model(cli, tmp_path, shapes_encoder):
+    """An empty file or a saved web page is told by its header: no model is loaded for it (here the
+    model file is garbage with the shipped model's name, so loading it would fail the run)."""
+    folder, uri = shapes_folder(tmp_path / "photos"), tmp_path / "milvus.db"
+    cli("index", folder, "--uri", uri, "-q")
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "page.png").write_text("<html><body>404</body></html>")
+    (folder / "blue_star_0000.png").write_bytes(b"")  # indexed before, broken now
+    garbage = tmp_path / "shapes-clip.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    run = cli("index", folder, "--uri", uri, "-q", "--model", garbage, "--collection", "textimg_shapes_clip")
+    assert run.code == 0, run.err
+    assert run.summary == {"indexed": 0, "skipped": 3, "unchanged": 39, "total": 39}
+    assert f"skipped {folder / 'empty.jpg'}: UnreadableImage: empty file (0 bytes)" in run.out
+    assert "removed 1 rows of files no longer in the folder or no longer readable" in run.out

@@ -66,7 +66,13 @@ class UnreadableImage(ValueError):
     """A file that is not a readable image; the message says why, in words a user can act on."""
 
 
-def load_image(path: str | os.PathLike, max_side: int | None = None) -> Image.Image:
+def check_image(path: str | os.PathLike) -> None:
+    """What the file's header tells, without decoding: ``UnreadableImage`` for an empty, text or unknown
+    file or a decompression bomb (a truncated file passes: only decoding finds out)."""
+    load_image(path, header_only=True)
+
+
+def load_image(path: str | os.PathLike, max_side: int | None = None, header_only: bool = False) -> Image.Image:
     """Open an image as RGB: first frame, EXIF rotation applied, transparency on white.
 
     ``max_side`` (for encoding only) lets JPEG decode at reduced scale (cheap for huge photos) and
@@ -76,7 +82,7 @@ def load_image(path: str | os.PathLike, max_side: int | None = None) -> Image.Im
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limits are checked below
-            return _decode(path, max_side)
+            return _decode(path, max_side, header_only)
     except Image.UnidentifiedImageError:
         raise UnreadableImage(_not_an_image(path)) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -88,7 +94,7 @@ def load_image(path: str | os.PathLike, max_side: int | None = None) -> Image.Im
         raise UnreadableImage(f"{what} ({exc})") from None
 
 
-def _decode(path: str | os.PathLike, max_side: int | None) -> Image.Image:
+def _decode(path: str | os.PathLike, max_side: int | None, header_only: bool = False) -> Image.Image | None:
     """Decode the first frame with the pixel limit, JPEG draft scaling, EXIF rotation, RGB."""
     with Image.open(path) as img:
         limit = MAX_JPEG_PIXELS if img.format == "JPEG" else MAX_PIXELS
@@ -96,6 +102,8 @@ def _decode(path: str | os.PathLike, max_side: int | None) -> Image.Image:
             raise UnreadableImage(f"refused as a possible decompression bomb: {img.width}x{img.height} is "
                                   f"{img.width * img.height / 1e6:.0f} Mpx, over the {limit / 1e6:.0f} Mpx "
                                   f"limit for {img.format} files")
+        if header_only:
+            return None
         if max_side and img.format == "JPEG":
             img.draft("RGB", (max_side, max_side))
         img.load()

@@ -13,7 +13,7 @@ from typing import Iterator
 import numpy as np
 
 from .config import TextimgError
-from .data import IMAGE_EXTENSIONS, folder_root, label_for, list_image_paths, load_image
+from .data import IMAGE_EXTENSIONS, check_image, folder_root, label_for, list_image_paths, load_image
 from .store import (check_collection, count_rows, create_collection, fetch_file_stats, folder_filter, path_id,
                     rows_under, upsert_rows)
 
@@ -125,7 +125,28 @@ class ImageFiles:  # a torch Dataset: torch is imported only when there is work 
         try:
             return i, pixels(load_image(self.files[i].filepath, self.max_side), self.size), ""
         except Exception as exc:  # any unreadable file is skipped, never the whole batch
-            return i, None, f"{type(exc).__name__}: {str(exc)[:200] or 'unreadable image'}"
+            return i, None, skip_reason(exc)
+
+
+def skip_reason(exc: Exception) -> str:
+    """Why a file was skipped, as the report lists it."""
+    return f"{type(exc).__name__}: {str(exc)[:200] or 'unreadable image'}"
+
+
+def screen_files(plan: IngestPlan) -> None:
+    """Move the files whose header already shows them unreadable from ``plan.todo`` to its skipped
+    list, before any model is loaded (a folder whose only news is a broken file loads none)."""
+    todo = []
+    for info in plan.todo:
+        try:
+            check_image(info.filepath)
+        except Exception as exc:
+            plan.skipped.append((info.filepath, skip_reason(exc)))
+            if info.id in plan.changed:  # its row holds the vector of what it was before
+                plan.gone.append(info.id)
+        else:
+            todo.append(info)
+    plan.todo = todo
 
 
 def collate(items) -> tuple[list[int], np.ndarray | None, list[tuple[int, str]]]:
@@ -281,10 +302,12 @@ def _write(client, collection_name: str, buffer: list[dict], timer: dict, create
 
 def index_folder(client, collection_name: str, folder: str | os.PathLike, encoder, **options) -> IngestReport:
     """Index ``folder`` incrementally. ``encoder`` is an Encoder, or a function that loads one:
-    it is then called only when some file is new or changed (an unchanged re-run loads no model)."""
+    it is then called only when some new or changed file is not plainly unreadable (an unchanged
+    re-run, or one whose only news is an empty file or a saved web page, loads no model)."""
     model = None if callable(encoder) else encoder.name
     plan = plan_ingestion(client, collection_name, folder, model=options.pop("model", model),
                           remove_missing=options.pop("remove_missing", True))
     if plan.todo and callable(encoder):
-        encoder = encoder()
+        screen_files(plan)
+        encoder = encoder() if plan.todo else None
     return ingest(client, collection_name, encoder, plan, **options)
