@@ -12,7 +12,7 @@ import traceback
 
 import pytest
 
-from conftest import run_cli, shapes_folder
+from conftest import run_cli, shapes_folder, square
 from textimg_helpers.config import Settings
 from textimg_helpers.store import connect, create_collection
 
@@ -183,4 +183,13 @@ def test_a_model_that_does_not_exist_is_named_before_anything_else(cli, indexed,
 
 def test_a_lite_file_whose_folder_cannot_exist(cli, tmp_path):
     (tmp_path / "afile").write_text("a file, not a folder")
-    assert_error(cli("stats", "--uri", tmp_path / "afile" / "x.db"), "cannot create the folder of the Milvus Lite file")
+    square().save(tmp_path / "red.png")
+    assert_error(cli("index", tmp_path, "--uri", tmp_path / "afile" / "x.db"),
+                 "cannot create the folder of the Milvus Lite file")
+
+
+@pytest.mark.parametrize("command", [("stats",), ("search", "a dog"), ("drop", "--yes")])
+def test_reading_a_lite_file_that_is_not_there_creates_nothing(cli, tmp_path, command):
+    uri = tmp_path / "typo" / "milvus.db"
+    assert_error(cli(*command, "--uri", uri), f"no Milvus Lite file at {uri}: index a folder first")
+    assert not (tmp_path / "typo").exists()

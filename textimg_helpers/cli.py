@@ -45,10 +45,15 @@ class Job:
         return cls(settings, profile, model, name, settings.collection_name or default_collection(name),
                    args.random_weights)
 
-    def connect(self):
-        from .store import connect
+    def connect(self, read_only: bool = False):
+        """The Milvus client; ``read_only`` commands never create a Milvus Lite file that is not there."""
+        from .store import connect, is_lite
 
-        return connect(self.settings.uri, self.settings.milvus_token)
+        uri = self.settings.uri
+        if read_only and is_lite(uri) and not Path(uri).expanduser().exists():
+            raise TextimgError(f"no Milvus Lite file at {uri}: index a folder first (textimg index FOLDER), "
+                               "or check --uri / TEXTIMG_MILVUS_URI")
+        return connect(uri, self.settings.milvus_token)
 
     def load_encoder(self):
         from .encoders import load_encoder
@@ -77,7 +82,7 @@ def cmd_search(job: Job, args) -> int:
 
     check_query(args.query, warn=False)  # fail fast, before loading anything
     args.grid = grid_path(args.grid)
-    client = job.connect()
+    client = job.connect(read_only=True)
     open_collection(client, job.collection_name, job.model_name)
     templates = ENSEMBLE_TEMPLATES if args.ensemble else None
     hits = search_by_text(client, job.collection_name, job.load_encoder(), args.query, args.k, args.where,
@@ -89,7 +94,7 @@ def cmd_similar(job: Job, args) -> int:
     from .store import open_collection, search_by_image
 
     args.grid = grid_path(args.grid)
-    client = job.connect()
+    client = job.connect(read_only=True)
     open_collection(client, job.collection_name, job.model_name)
     hits = search_by_image(client, job.collection_name, job.load_encoder(), args.image, args.k, args.where)
     return print_hits(hits, args)
@@ -162,7 +167,7 @@ def cmd_eval(job: Job, args) -> int:
 def cmd_stats(job: Job, args) -> int:
     from .store import collection_info, count_rows
 
-    client = job.connect()
+    client = job.connect(read_only=True)
     info = collection_info(client, job.collection_name)
     print(f"rows={count_rows(client, job.collection_name)} model={info['model']} dim={info['dim']}")
     return 0
@@ -173,7 +178,7 @@ def cmd_drop(job: Job, args) -> int:
 
     if not args.yes:
         raise TextimgError(f"dropping deletes every row of {job.collection_name!r}: add --yes to confirm")
-    drop_collection(job.connect(), job.collection_name)
+    drop_collection(job.connect(read_only=True), job.collection_name)
     print(f"dropped {job.collection_name}")
     return 0
 
