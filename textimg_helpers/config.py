@@ -76,7 +76,7 @@ def model_for_profile(profile: str, model: str | None) -> str:
 
 def check_model(model: str) -> None:
     """Refuse a model that is neither a CLIP name nor a file, before anything else runs."""
-    if model not in CLIP_MODELS and not Path(model).expanduser().is_file():
+    if model not in CLIP_MODELS and not Path(model).is_file():
         raise TextimgError(f"model {model!r} is neither a CLIP name ({', '.join(CLIP_MODELS)}) "
                            "nor an existing checkpoint file")
 

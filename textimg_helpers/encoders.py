@@ -19,7 +19,7 @@ with warnings.catch_warnings():  # openai/CLIP imports pkg_resources
     import clip
     from clip.model import CLIP
 
-from .config import TextimgError, model_name
+from .config import TextimgError, check_model, model_name
 
 CLIP_CACHE = Path(os.path.expanduser("~/.cache/clip"))
 CONTEXT_LENGTH = 77
@@ -218,14 +218,12 @@ def use_bf16(device: str) -> bool | None:
 def _load_pretrained(model: str, device: str, download_root) -> tuple[CLIP, Callable]:
     """``clip.load`` with errors a user can act on (offline, corrupt file, unknown name)."""
     root = Path(download_root or CLIP_CACHE)
+    check_model(model)
     if model in clip.available_models():
         target = root / Path(clip.clip._MODELS[model]).name
         if not target.is_file() and not host_reachable("openaipublic.azureedge.net"):
             raise TextimgError(f"cannot download CLIP {model} weights (no internet?) and they are "
                                f"not cached at {target}; use the offline profile: TEXTIMG_PROFILE=shapes")
-    elif not Path(model).is_file():
-        raise TextimgError(f"model {model!r} is neither a CLIP name ({', '.join(clip.available_models())}) "
-                           "nor an existing checkpoint file")
     else:
         target = Path(model)
     try:
