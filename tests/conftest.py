@@ -35,6 +35,24 @@ def shapes_encoder():
     return load_encoder(str(config.SHAPES_CHECKPOINT), device="cpu")
 
 
+@pytest.fixture(autouse=True)
+def stop_lite_services(tmp_path):
+    """After each test, stop the shared Milvus Lite services of the files it made (they outlive clients)."""
+    yield
+    from textimg_helpers.service import stop_services_under
+
+    stop_services_under(tmp_path)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stop_session_services(tmp_path_factory):
+    """At the end, stop those of session-wide files too."""
+    yield
+    from textimg_helpers.service import stop_services_under
+
+    stop_services_under(tmp_path_factory.getbasetemp())
+
+
 @pytest.fixture(scope="session")
 def milvus_server(tmp_path_factory):
     """``http://127.0.0.1:PORT`` of an embedded Milvus 2.3 server, started once (about 8 s)."""

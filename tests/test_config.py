@@ -3,7 +3,8 @@
 import pytest
 
 from textimg_helpers.config import (SHAPES_CHECKPOINT, Settings, TextimgError, default_collection,
-                                    model_for_profile, model_name, resolve_profile)
+                                    model_for_profile, model_name)
+from textimg_helpers.session import resolve_profile
 
 
 def test_defaults_use_a_lite_file_under_the_data_dir(tmp_path):

@@ -8,11 +8,10 @@ import logging
 import os
 import sys
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
-from .config import (Settings, TextimgError, check_model, default_collection, model_for_profile, model_name,
-                     resolve_profile)
+from .config import Settings, TextimgError, default_collection
+from .session import Session
 
 DEMO_QUERIES = {"clip": "a white dog", "shapes": "a red circle"}
 DEMO_GRID = Path("outputs") / "demo_grid.png"
@@ -23,48 +22,14 @@ def say(*parts) -> None:
     print(*parts, file=sys.stderr, flush=True)
 
 
-@dataclass
-class Job:
-    """Everything a command needs, resolved once from settings and options."""
-
-    settings: Settings
-    profile: str
-    model: str
-    model_name: str
-    collection_name: str
-    random_weights: bool
-
-    @classmethod
-    def from_args(cls, args) -> "Job":
-        settings = Settings.from_env().with_(profile=args.profile, model=args.model, milvus_uri=args.uri,
-                                             device=args.device, collection_name=args.collection)
-        profile = resolve_profile(settings, announce=say)
-        model = model_for_profile(profile, settings.model)
-        check_model(model)
-        name = model_name(model, args.random_weights)
-        return cls(settings, profile, model, name, settings.collection_name or default_collection(name),
-                   args.random_weights)
-
-    def connect(self, read_only: bool = False):
-        """The Milvus client; ``read_only`` commands never create a Milvus Lite file that is not there."""
-        from .store import connect, is_lite
-
-        uri = self.settings.uri
-        if read_only and is_lite(uri) and not Path(uri).expanduser().exists():
-            raise TextimgError(f"no Milvus Lite file at {uri}: index a folder first (textimg index FOLDER), "
-                               "or check --uri / TEXTIMG_MILVUS_URI")
-        return connect(uri, self.settings.milvus_token)
-
-    def load_encoder(self):
-        from .encoders import load_encoder
-
-        if self.random_weights:
-            say(f"--random-weights: {self.model} architecture with RANDOM weights (fixed seed): results "
-                "are meaningless, for speed and mechanics checks only")
-        return load_encoder(self.model, self.settings.device, self.random_weights)
+def open_job(args) -> Session:
+    """The command's session: ``TEXTIMG_*`` settings with the command's options on top."""
+    settings = Settings.from_env().with_(profile=args.profile, model=args.model, milvus_uri=args.uri,
+                                         device=args.device, collection_name=args.collection)
+    return Session.from_settings(settings, args.random_weights, announce=say)
 
 
-def cmd_index(job: Job, args) -> int:
+def cmd_index(job: Session, args) -> int:
     from .ingest import index_folder
 
     report = index_folder(job.connect(), job.collection_name, args.folder, job.load_encoder,
@@ -75,7 +40,7 @@ def cmd_index(job: Job, args) -> int:
     return 0
 
 
-def cmd_search(job: Job, args) -> int:
+def cmd_search(job: Session, args) -> int:
     from .encoders import check_query
     from .evaluate import ENSEMBLE_TEMPLATES
     from .store import open_collection, search_by_text
@@ -90,7 +55,7 @@ def cmd_search(job: Job, args) -> int:
     return print_hits(hits, args)
 
 
-def cmd_similar(job: Job, args) -> int:
+def cmd_similar(job: Session, args) -> int:
     from .store import open_collection, search_by_image
 
     args.grid = grid_path(args.grid)
@@ -138,7 +103,7 @@ def save_grid(hits, path, title=None) -> None:
     say(f"grid written to {path}")
 
 
-def cmd_eval(job: Job, args) -> int:
+def cmd_eval(job: Session, args) -> int:
     from .evaluate import PHOTO_TEMPLATE, TEMPLATE_SETS, compare_templates, evaluate
     from .ingest import index_folder
 
@@ -164,7 +129,7 @@ def cmd_eval(job: Job, args) -> int:
     return 0
 
 
-def cmd_stats(job: Job, args) -> int:
+def cmd_stats(job: Session, args) -> int:
     from .store import collection_info, count_rows
 
     client = job.connect(read_only=True)
@@ -173,7 +138,7 @@ def cmd_stats(job: Job, args) -> int:
     return 0
 
 
-def cmd_drop(job: Job, args) -> int:
+def cmd_drop(job: Session, args) -> int:
     from .store import drop_collection
 
     if not args.yes:
@@ -183,13 +148,11 @@ def cmd_drop(job: Job, args) -> int:
     return 0
 
 
-def cmd_demo(job: Job, args) -> int:
-    from .data import shapes_images, tutorial_images
+def cmd_demo(job: Session, args) -> int:
     from .ingest import index_folder
     from .store import search_by_text
 
-    data_dir = job.settings.data_dir
-    folder = shapes_images(data_dir) if job.profile == "shapes" else tutorial_images(data_dir)
+    folder = job.folder
     query = DEMO_QUERIES[job.profile]
     say(f"profile={job.profile} model={job.model_name} images={folder} milvus={job.settings.uri}")
     client, encoder = job.connect(), job.load_encoder()
@@ -201,6 +164,39 @@ def cmd_demo(job: Job, args) -> int:
     for hit in hits:
         print(f"{hit.score:.3f}  {hit.filepath}")
     save_grid(hits, DEMO_GRID, title=query)
+    return 0
+
+
+def cmd_serve(args) -> int:
+    """Run the shared Milvus Lite service of a file in the foreground, or show or stop it."""
+    from . import service
+    from .milvus import is_lite
+
+    uri = args.uri or Settings.from_env().uri
+    if not is_lite(uri):
+        raise TextimgError(f"textimg serve shares a Milvus Lite file; {uri} is a server URI, already shared")
+    if not service.available():
+        raise TextimgError("the shared service needs Milvus Lite 2.5 (Linux, macOS); here each process "
+                           "opens the file itself, one at a time")
+    db = service.db_path(uri)
+    if args.status or args.stop:
+        state = service.stop_service(db) if args.stop else service.read_state(db)
+        if state is None:
+            print(f"no service for {db}")
+            return 0 if args.stop else 3
+        print(f"{'stopped' if args.stop else 'serving'} {db} at {service.service_uri(state)} (pid {state['pid']})")
+        return 0
+    with service.start_lock(db):
+        if (state := service.read_state(db)) is not None:
+            raise TextimgError(f"{db} is already served at {service.service_uri(state)} (pid {state['pid']}): "
+                               "textimg serve --stop first to serve it here")
+        server = service.start_server(db)
+    print(f"serving {db} at http://{service.HOST}:{server.port}", flush=True)
+    try:
+        service.run_server(server, args.idle)
+    except KeyboardInterrupt:
+        pass
+    say(f"stopped serving {db}")
     return 0
 
 
@@ -251,6 +247,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("stats", parents=[common], help="rows, model and dimension of the collection")
     p = sub.add_parser("drop", parents=[common], help="delete the collection")
     p.add_argument("--yes", action="store_true")
+    p = sub.add_parser("serve", help="share a Milvus Lite file between processes (runs in the foreground; "
+                                     "started by itself when needed)")
+    p.add_argument("--uri", help="the Milvus Lite file (default data/milvus.db)")
+    p.add_argument("--idle", type=float, default=0,
+                   help="stop after this many seconds with no client (default 0: only on Ctrl-C)")
+    action = p.add_mutually_exclusive_group()
+    action.add_argument("--status", action="store_true", help="say whether and where it is served (exit 3 if not)")
+    action.add_argument("--stop", action="store_true", help="stop the service of the file")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
 
 
@@ -269,12 +274,16 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().error(f"--workers must be 0 or more, not {args.workers}")
     token = Settings.from_env().milvus_token
     # pymilvus logs each failed call with a traceback; our error line says it all, except with --debug
-    for name in ("pymilvus", "pymilvus.milvus_client"):
-        logging.getLogger(name).setLevel(logging.DEBUG if args.debug else logging.CRITICAL)
+    loggers = [logging.getLogger(name) for name in ("pymilvus", "pymilvus.milvus_client")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.DEBUG if args.debug else logging.CRITICAL)
     try:
         with warnings.catch_warnings():  # warnings as one line on stderr, like errors
             warnings.showwarning = lambda message, *_: say(f"textimg: warning: {redact(str(message), token)}")
-            return COMMANDS[args.command](Job.from_args(args), args)
+            if args.command == "serve":
+                return cmd_serve(args)
+            return COMMANDS[args.command](open_job(args), args)
     except KeyboardInterrupt:
         say("textimg: interrupted; what was written is kept, run the same command again to continue")
         return 130
@@ -289,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
             text = f"{type(exc).__name__}: {text} (run with --debug for the traceback)"
         say(f"textimg: error: {redact(text, token)}")
         return 1
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def redact(text: str, secret: str) -> str:

@@ -13,6 +13,7 @@ CLIP_MODEL = "ViT-B/32"
 # clip.available_models(), without importing torch (tests check that the two agree)
 CLIP_MODELS = ("RN50", "RN101", "RN50x4", "RN50x16", "RN50x64", "ViT-B/32", "ViT-B/16", "ViT-L/14",
                "ViT-L/14@336px")
+CLIP_CACHE = Path(os.path.expanduser("~/.cache/clip"))  # where clip.load keeps its weights
 SHAPES_CHECKPOINT = Path(__file__).parent / "assets" / "shapes_clip.pt"
 SHAPES_MODEL_NAME = "shapes-clip"
 RANDOM_SUFFIX = "+random"
@@ -41,11 +42,16 @@ class Settings:
     data_dir: Path = field(default_factory=default_data_dir)
     device: str = "auto"
     collection_name: str | None = None
+    service_idle: float = 1800.0  # seconds a shared Milvus Lite service waits for a client, then stops
 
     def __post_init__(self):
         if self.profile not in PROFILES:
             raise TextimgError(f"TEXTIMG_PROFILE={self.profile!r} is not one of {', '.join(PROFILES)}")
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
+        try:
+            object.__setattr__(self, "service_idle", float(self.service_idle))
+        except ValueError:
+            raise TextimgError(f"TEXTIMG_SERVICE_IDLE={self.service_idle!r} is not a number of seconds") from None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -54,7 +60,8 @@ class Settings:
         get = lambda key: env.get(f"TEXTIMG_{key}") or None  # noqa: E731
         values = dict(profile=get("PROFILE"), model=get("MODEL"), milvus_uri=get("MILVUS_URI"),
                       milvus_token=get("MILVUS_TOKEN"), data_dir=get("DATA_DIR"),
-                      device=get("DEVICE"), collection_name=get("COLLECTION"))
+                      device=get("DEVICE"), collection_name=get("COLLECTION"),
+                      service_idle=get("SERVICE_IDLE"))
         return cls(**{k: v for k, v in values.items() if v is not None})
 
     def with_(self, **changes) -> "Settings":
@@ -95,20 +102,3 @@ def model_name(model: str, random_weights: bool = False) -> str:
 def default_collection(name: str) -> str:
     """A collection name per model (``textimg_vit_b_32``), so models never mix by default."""
     return "textimg_" + re.sub(r"[^0-9a-zA-Z]+", "_", name).strip("_").lower()
-
-
-def resolve_profile(settings: Settings, announce=print) -> str:
-    """``clip`` or ``shapes``; ``auto`` picks ``clip`` when its weights and data are cached or reachable."""
-    if settings.profile != "auto":
-        return settings.profile
-    from .data import DATASET_DIR
-    from .encoders import CLIP_CACHE, host_reachable
-
-    weights = (CLIP_CACHE / "ViT-B-32.pt").is_file() or host_reachable("openaipublic.azureedge.net")
-    data = (settings.data_dir / DATASET_DIR / "train").is_dir() or host_reachable("github.com")
-    if weights and data:
-        return "clip"
-    announce("*** TEXTIMG_PROFILE=auto: CLIP ViT-B/32 weights or the tutorial images are neither cached "
-             "nor reachable, so using the OFFLINE 'shapes' profile (a small CLIP trained on coloured "
-             "shapes). Set TEXTIMG_PROFILE=clip or shapes to choose. ***")
-    return "shapes"

@@ -6,6 +6,7 @@ import http.client
 import os
 import re
 import shutil
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -246,3 +247,12 @@ def extract(archive: Path, target: Path) -> None:
     shutil.rmtree(target, ignore_errors=True)
     source.replace(target)
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+def host_reachable(host: str, port: int = 443, timeout: float = 3.0) -> bool:
+    """True when a TCP connection to ``host:port`` opens within ``timeout`` seconds."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False

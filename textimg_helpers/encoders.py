@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import socket
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -19,9 +18,9 @@ with warnings.catch_warnings():  # openai/CLIP imports pkg_resources
     import clip
     from clip.model import CLIP
 
-from .config import TextimgError, check_model, model_name
+from .config import CLIP_CACHE, TextimgError, check_model, model_name
+from .data import host_reachable
 
-CLIP_CACHE = Path(os.path.expanduser("~/.cache/clip"))
 CONTEXT_LENGTH = 77
 RANDOM_SEED = 0
 TRIAL_IMAGES = 8  # images encoded each way (fp32, bf16) to choose between them on a CPU
@@ -264,12 +263,3 @@ def random_model(model: str, seed: int = RANDOM_SEED) -> CLIP:
                 param.normal_(std=param.shape[-1] ** -0.5)
         net.initialize_parameters()
     return net.float().eval()
-
-
-def host_reachable(host: str, port: int = 443, timeout: float = 3.0) -> bool:
-    """True when a TCP connection to ``host:port`` opens within ``timeout`` seconds."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False

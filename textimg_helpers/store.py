@@ -1,17 +1,12 @@
-"""Milvus: the collection schema, writing rows, and searching them."""
+"""Milvus collections: the schema, writing and reading rows, and searching them by vector."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import re
-import signal
-import sys
-import threading
 import warnings
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -23,13 +18,12 @@ with warnings.catch_warnings():  # milvus-lite 2.5 imports pkg_resources
     from pymilvus import DataType, MilvusClient, MilvusException
 
 from .config import TextimgError
+from .milvus import connect, is_lite, pymilvus_errors_unlogged  # noqa: F401 (connect, is_lite: re-exported)
 
-log = logging.getLogger(__name__)
 MAX_PATH = 4096
 INDEX_PARAMS = {"index_type": "IVF_FLAT", "metric_type": "COSINE", "params": {"nlist": 128}}
 SEARCH_PARAMS = {"metric_type": "COSINE", "params": {"nprobe": 16}}
 MAX_TOP_K = 16384  # Milvus' limit for one search
-_LITE_FILES_OPENED: set[str] = set()  # Milvus Lite files this process opened (and locks)
 
 
 @dataclass
@@ -43,132 +37,6 @@ class Hit:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def is_lite(uri: str) -> bool:
-    """True for a Milvus Lite file, False for a server URI (``http://...``)."""
-    return not re.match(r"^[a-z]+://", uri)
-
-
-def connect(uri: str, token: str = "") -> MilvusClient:
-    """Open Milvus: a Lite file (created with its folder) or a server / Zilliz Cloud URI."""
-    lite = is_lite(uri)
-    if lite:
-        try:
-            Path(uri).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise TextimgError(f"cannot create the folder of the Milvus Lite file {uri}: {exc.strerror or exc}") from None
-        if lite_file_in_use(uri):
-            raise TextimgError(lite_in_use_message(uri))
-    # Milvus Lite answers on a local socket: keepalive pings while idle (a long encode, a notebook left
-    # open) only make its server send GOAWAY "too_many_pings", which grpc logs to stderr.
-    options = {"grpc_options": {"grpc.keepalive_permit_without_calls": False}} if lite else {}
-    try:
-        with ctrl_c_spares_children(lite), children_write_to(lite_log(uri) if lite else None):
-            client = MilvusClient(uri=uri, token=token or "", timeout=30, **options)
-    except Exception as exc:  # pymilvus raises several types here
-        raise TextimgError(explain_connect_error(uri, exc)) from None
-    if lite:
-        _LITE_FILES_OPENED.add(str(Path(uri).expanduser().resolve()))
-    return client
-
-
-@contextmanager
-def pymilvus_errors_unlogged():
-    """pymilvus logs every refused call with a traceback before raising; the error we raise from
-    it says the same in one line, so a notebook shows that line and not a page of red. Left alone
-    when pymilvus' debug logging is on (``textimg --debug``, or ``logging`` set up by the user)."""
-    if logging.getLogger("pymilvus").isEnabledFor(logging.DEBUG):
-        yield
-        return
-    loggers = [logging.getLogger(name) for name in ("pymilvus", "pymilvus.decorators", "pymilvus.milvus_client")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
-
-
-def lite_log(uri: str) -> Path:
-    """Where Milvus Lite's server writes its own messages: ``.<file>.log`` beside the database."""
-    db = Path(uri).expanduser()
-    return db.with_name(f".{db.name}.log")
-
-
-@contextmanager
-def children_write_to(log: Path | None):
-    """Processes started inside write their stdout and stderr to ``log``, not to ours: Milvus Lite's
-    server prints its errors (a bad filter, say) where they would mix with results (``--json``)."""
-    if log is None:
-        yield
-        return
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    try:
-        with open(log, "ab") as out:
-            os.dup2(out.fileno(), 1)
-            os.dup2(out.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        os.close(saved[0])
-        os.close(saved[1])
-
-
-@contextmanager
-def ctrl_c_spares_children(active: bool = True):
-    """Ignore Ctrl-C while Milvus Lite starts its server process, which keeps that setting: a Ctrl-C
-    in the terminal then stops ingestion, but not the database that still has rows to write."""
-    if not active or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
-
-
-def explain_connect_error(uri: str, exc: Exception) -> str:
-    """One readable line for a failed connection, with the fix (and never the token)."""
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    if is_lite(uri) and "Open local milvus failed" in text:
-        return f"Milvus Lite could not open {uri}: it may be in use ({lite_in_use_message(uri)}) or damaged"
-    return f"cannot connect to Milvus at {uri}: {text[:300]}"
-
-
-def lite_in_use_message(uri: str) -> str:
-    return (f"the Milvus Lite file {uri} is in use by another process (Milvus Lite allows one process "
-            "per file): close the other notebook or command, or use another file or a server URI "
-            "(--uri / TEXTIMG_MILVUS_URI)")
-
-
-def lite_file_in_use(uri: str) -> bool:
-    """True when another process holds Milvus Lite's lock on ``uri`` (the ``.<name>.lock`` beside it).
-
-    Asked before connecting, because Milvus Lite 2.5 deletes that lock file when it fails to open a
-    file in use. Never asked about a file this process opened: closing any handle on the lock file
-    would drop this process's own lock (POSIX locks), which stops its Milvus Lite server."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: Milvus Lite 3 locks differently
-        return False
-    db = Path(uri).expanduser().resolve()
-    lock = db.with_name(f".{db.name}.lock")
-    if str(db) in _LITE_FILES_OPENED or not lock.is_file():
-        return False
-    with open(lock, "a") as fd:
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return True
-        fcntl.lockf(fd, fcntl.LOCK_UN)
-    return False
 
 
 def path_id(filepath: str) -> int:

@@ -1,0 +1,186 @@
+"""Connecting to Milvus: a Milvus Lite file through its shared service, or a server / Zilliz Cloud URI."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import re
+import signal
+import sys
+import threading
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+with warnings.catch_warnings():  # milvus-lite 2.5 imports pkg_resources
+    warnings.simplefilter("ignore")
+    from pymilvus import MilvusClient
+
+from . import service
+from .config import TextimgError
+
+_LITE_FILES_OPENED: set[str] = set()  # Lite files this process opened itself (no service: Windows)
+
+
+def is_lite(uri: str) -> bool:
+    """True for a Milvus Lite file, False for a server URI (``http://...``)."""
+    return not re.match(r"^[a-z]+://", str(uri))
+
+
+def connect(uri: str, token: str = "", idle: float | None = None):
+    """A ``MilvusClient`` for ``uri``: a Lite file (created with its folder, served to every process
+    by its shared service, see ``service``) or a server / Zilliz Cloud URI."""
+    if not is_lite(uri):
+        return _client(uri, token=token or "")
+    if service.available():
+        return ServiceClient(uri, idle)
+    return _connect_in_process(uri)
+
+
+def _client(uri: str, *, shown_as: str | None = None, **options) -> MilvusClient:
+    """``MilvusClient(uri)`` with a readable one-line error."""
+    try:
+        return MilvusClient(uri=uri, timeout=30, **options)
+    except Exception as exc:  # pymilvus raises several types here
+        raise TextimgError(explain_connect_error(shown_as or uri, exc)) from None
+
+
+class ServiceClient:
+    """A ``MilvusClient`` on the shared service of a Lite file (every method of ``MilvusClient``
+    works on it). When the service went away (idle exit, killed), a call starts or finds a new one
+    and is made again, so a client held for hours (a notebook's panel) still answers."""
+
+    def __init__(self, uri: str, idle: float | None = None):
+        self.uri, self.idle = uri, idle
+        self.service_uri = service.ensure_service(uri, idle)
+        self.client = self._connect()
+
+    def _connect(self) -> MilvusClient:
+        # dedicated: close() really closes the connection, so an idle service sees no client left
+        return _client(self.service_uri, shown_as=self.uri, dedicated=True)
+
+    def __getattr__(self, name: str):
+        method = getattr(self.client, name)
+        if not callable(method):
+            return method
+
+        @functools.wraps(method)
+        def call(*args, **kwargs):
+            try:
+                with pymilvus_errors_unlogged():
+                    return getattr(self.client, name)(*args, **kwargs)
+            except Exception:
+                if not self.reconnect():
+                    raise
+            with pymilvus_errors_unlogged():
+                return getattr(self.client, name)(*args, **kwargs)
+        return call
+
+    def reconnect(self) -> bool:
+        """Connect to the file's service again if ours is gone; False when it still answers."""
+        state = service.read_state(service.db_path(self.uri))
+        if state is not None and service.service_uri(state) == self.service_uri:
+            return False
+        self.service_uri = service.ensure_service(self.uri, self.idle)
+        old, self.client = self.client, self._connect()
+        with pymilvus_errors_unlogged(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            old.close()
+        return True
+
+    def close(self) -> None:
+        """Close this client's connection (the service stays for the other clients)."""
+        self.client.close()
+
+    def __repr__(self) -> str:
+        return f"<MilvusClient for {self.uri}, shared Milvus Lite service at {self.service_uri}>"
+
+
+_quiet_lock, _quiet = threading.Lock(), {"depth": 0, "levels": []}
+_PYMILVUS_LOGGERS = ("pymilvus", "pymilvus.decorators", "pymilvus.milvus_client")
+
+
+@contextmanager
+def pymilvus_errors_unlogged():
+    """pymilvus logs every refused call with a traceback before raising; our errors say the same in
+    one line, so a notebook shows that line and not a page of red. Left alone when pymilvus' debug
+    logging is on (``textimg --debug``). Safe in several threads: the levels come back after the last."""
+    if logging.getLogger("pymilvus").isEnabledFor(logging.DEBUG):
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in _PYMILVUS_LOGGERS]
+    with _quiet_lock:
+        if _quiet["depth"] == 0:
+            _quiet["levels"] = [logger.level for logger in loggers]
+            for logger in loggers:
+                logger.setLevel(logging.CRITICAL)
+        _quiet["depth"] += 1
+    try:
+        yield
+    finally:
+        with _quiet_lock:
+            _quiet["depth"] -= 1
+            if _quiet["depth"] == 0:
+                for logger, level in zip(loggers, _quiet["levels"]):
+                    logger.setLevel(level)
+
+
+def explain_connect_error(uri: str, exc: Exception) -> str:
+    """One readable line for a failed connection, with the fix (and never the token)."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if is_lite(uri) and "Open local milvus failed" in text:
+        return (f"Milvus Lite could not open {uri}: it may be in use "
+                f"({service.lite_in_use_message(uri)}) or damaged")
+    return f"cannot connect to Milvus at {uri}: {text[:300]}"
+
+
+# Where the service cannot run (Milvus Lite 3 on Windows): the file is opened in this process -------
+
+def _connect_in_process(uri: str) -> MilvusClient:
+    """Milvus Lite inside this process: one process per file, as Milvus Lite itself allows."""
+    db = Path(uri).expanduser()
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TextimgError(f"cannot create the folder of the Milvus Lite file {uri}: {exc.strerror or exc}") from None
+    if str(db.resolve()) not in _LITE_FILES_OPENED and service.lite_file_in_use(db.resolve()):
+        raise TextimgError(service.lite_in_use_message(uri))
+    # keepalive pings while idle only make Milvus Lite send GOAWAY "too_many_pings" to stderr
+    options = {"grpc_options": {"grpc.keepalive_permit_without_calls": False}}
+    with ctrl_c_spares_children(), children_write_to(service.log_file(db)):
+        client = _client(uri, **options)
+    _LITE_FILES_OPENED.add(str(db.resolve()))
+    return client
+
+
+@contextmanager
+def children_write_to(log: Path):
+    """Processes started inside write their stdout and stderr to ``log``, not to ours (Milvus Lite's
+    server prints its errors where they would mix with results, ``--json``)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    try:
+        with open(log, "ab") as out:
+            os.dup2(out.fileno(), 1)
+            os.dup2(out.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        os.close(saved[0])
+        os.close(saved[1])
+
+
+@contextmanager
+def ctrl_c_spares_children():
+    """Ignore Ctrl-C while Milvus Lite starts its server process, which keeps that setting."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)

@@ -1,0 +1,127 @@
+"""One setup call: settings -> profile, model, collection, images, Milvus client and encoder.
+
+Notebooks 02-05 and every ``textimg`` command start here (fastbook's ``setup_book()``), so the rules
+for choosing a profile and connecting to Milvus live in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .config import (CLIP_CACHE, Settings, TextimgError, check_model, default_collection, model_for_profile,
+                     model_name)
+
+# The profile's known query and the label its top results must have (the notebooks assert it).
+KNOWN_QUERIES = {"shapes": ("a red circle", "red_circle"), "clip": ("a goldfish", "goldfish")}
+
+
+def resolve_profile(settings: Settings, announce=print) -> str:
+    """``clip`` or ``shapes``; ``auto`` picks ``clip`` when its weights and data are cached or reachable."""
+    if settings.profile != "auto":
+        return settings.profile
+    from .data import DATASET_DIR, host_reachable
+
+    weights = (CLIP_CACHE / "ViT-B-32.pt").is_file() or host_reachable("openaipublic.azureedge.net")
+    data = (settings.data_dir / DATASET_DIR / "train").is_dir() or host_reachable("github.com")
+    if weights and data:
+        return "clip"
+    announce("*** TEXTIMG_PROFILE=auto: CLIP ViT-B/32 weights or the tutorial images are neither cached "
+             "nor reachable, so using the OFFLINE 'shapes' profile (a small CLIP trained on coloured "
+             "shapes). Set TEXTIMG_PROFILE=clip or shapes to choose. ***")
+    return "shapes"
+
+
+@dataclass
+class Session:
+    """What a notebook or a command works with; the client and the encoder are opened on first use."""
+
+    settings: Settings
+    profile: str
+    model: str  # a CLIP name or a checkpoint path, as clip.load takes it
+    model_name: str  # the name stored with a collection
+    collection_name: str
+    random_weights: bool = False
+    announce: Callable = field(default=print, repr=False)
+    report: object = field(default=None, repr=False)  # the last index() report
+    _client: object = field(default=None, init=False, repr=False)
+    _encoder: object = field(default=None, init=False, repr=False)
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None, random_weights: bool = False,
+                      announce=print) -> "Session":
+        """Resolve the profile, the model (checked before anything loads) and the collection name."""
+        settings = Settings.from_env() if settings is None else settings
+        profile = resolve_profile(settings, announce)
+        model = model_for_profile(profile, settings.model)
+        check_model(model)
+        name = model_name(model, random_weights)
+        return cls(settings, profile, model, name, settings.collection_name or default_collection(name),
+                   random_weights, announce)
+
+    def connect(self, read_only: bool = False):
+        """The Milvus client (one per session); ``read_only`` never creates a Lite file that is not there."""
+        if self._client is None:
+            from .milvus import connect, is_lite
+
+            uri = self.settings.uri
+            if read_only and is_lite(uri) and not Path(uri).expanduser().exists():
+                raise TextimgError(f"no Milvus Lite file at {uri}: index a folder first (textimg index FOLDER), "
+                                   "or check --uri / TEXTIMG_MILVUS_URI")
+            self._client = connect(uri, self.settings.milvus_token, self.settings.service_idle)
+        return self._client
+
+    @property
+    def client(self):
+        return self.connect()
+
+    def load_encoder(self):
+        """The CLIP encoder of the session's model, loaded once."""
+        if self._encoder is None:
+            from .encoders import load_encoder
+
+            if self.random_weights:
+                self.announce(f"--random-weights: {self.model} architecture with RANDOM weights (fixed seed): "
+                              "results are meaningless, for speed and mechanics checks only")
+            self._encoder = load_encoder(self.model, self.settings.device, self.random_weights)
+        return self._encoder
+
+    @property
+    def encoder(self):
+        return self.load_encoder()
+
+    @property
+    def folder(self) -> Path:
+        """The profile's images: generated (shapes) or downloaded (clip) once."""
+        from .data import shapes_images, tutorial_images
+
+        data_dir = self.settings.data_dir
+        return shapes_images(data_dir) if self.profile == "shapes" else tutorial_images(data_dir)
+
+    @property
+    def query(self) -> str:
+        return KNOWN_QUERIES[self.profile][0]
+
+    @property
+    def expected(self) -> str:
+        return KNOWN_QUERIES[self.profile][1]
+
+    def index(self, folder=None, **options):
+        """Index ``folder`` (default: the profile's images) incrementally into the session's collection."""
+        from .ingest import index_folder
+
+        self.report = index_folder(self.client, self.collection_name, folder or self.folder, self.encoder,
+                                   **options)
+        return self.report
+
+
+def open_session(index: bool = True, **changes) -> Session:
+    """The notebooks' setup call: settings from ``TEXTIMG_*`` (``changes`` override them), the Milvus
+    client, the encoder, and with ``index`` the profile's images indexed (incremental: quick when done)."""
+    session = Session.from_settings(Settings.from_env().with_(**changes))
+    session.connect()
+    session.load_encoder()
+    if index:
+        session.index(progress=False)
+    return session
