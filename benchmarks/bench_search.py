@@ -68,13 +68,45 @@ def bench_text(args) -> None:
             embs, s = timed(encode_queries, encoder, [query])
             encode.append(s)
             search.append(timed(search_by_vector, client, "bench", embs, 10)[1])
-        client.close()
+        transports = compare_transports(client, tmp / "search.db", encoder, queries)
     for name, times in (("search_by_text (total)", total), ("  encode text", encode),
                         ("  Milvus search top 10", search)):
         p50, p95 = percentiles(times)
         print(f"{name:<24} p50 {p50:6.1f} ms  p95 {p95:6.1f} ms")
     print(f"target: p50 <= 60 ms -> {'met' if percentiles(total)[0] <= 60 else 'MISSED'} "
           f"({len(queries)} queries, {LABEL}, {report.total} images)")
+    print("transport, the same queries alternated between two copies of the collection:")
+    for name, (tcp, uds) in transports.items():
+        ratio = percentiles(tcp)[0] / percentiles(uds)[0]
+        print(f"  {name:<22} loopback TCP (shared service) p50 {percentiles(tcp)[0]:6.2f} ms | Unix socket "
+              f"(Milvus Lite in this process) p50 {percentiles(uds)[0]:6.2f} ms | ratio {ratio:.2f}")
+
+
+def compare_transports(client, db, encoder, queries) -> dict[str, tuple[list, list]]:
+    """Warm latency through the shared service (TCP on 127.0.0.1) against Milvus Lite opened in this
+    process (a Unix socket, as before the service), on a copy of the same file, query by query."""
+    import shutil
+
+    from textimg_helpers import service
+    from textimg_helpers.encoders import encode_queries
+    from textimg_helpers.milvus import _connect_in_process
+    from textimg_helpers.store import search_by_text, search_by_vector
+
+    service.stop_service(db)  # the file is closed, whole: copy it
+    shutil.copy(db, db.with_name("copy.db"))
+    unix = _connect_in_process(str(db.with_name("copy.db")))
+    clients = {"tcp": client, "uds": unix}
+    times = {"search_by_text": ([], []), "Milvus search top 10": ([], [])}
+    for round_ in range(2):
+        for query in queries:
+            embs = encode_queries(encoder, [query])
+            for name in ("tcp", "uds") if round_ == 0 else ("uds", "tcp"):  # alternate who goes first
+                i = 0 if name == "tcp" else 1
+                times["search_by_text"][i].append(timed(search_by_text, clients[name], "bench", encoder, query)[1])
+                times["Milvus search top 10"][i].append(timed(search_by_vector, clients[name], "bench", embs, 10)[1])
+    client.close()
+    service.stop_service(db)
+    return times
 
 
 def synthetic(n: int, n_queries: int, clusters: int = 1000, spread: float = 0.65, seed: int = 0):
