@@ -39,7 +39,7 @@ def status(panel):
 
 def captions(panel):
     """The ``label score`` text under each thumbnail, in order."""
-    return [card.children[1].value for card in panel.results.children]
+    return [html.unescape(re.sub(r"<[^>]+>", "", card.children[1].value)) for card in panel.results.children]
 
 
 def test_submit_shows_k_thumbnails_of_red_circles(panel):

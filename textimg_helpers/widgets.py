@@ -81,8 +81,9 @@ class SearchPanel:
     def result_card(self, hit: Hit) -> widgets.VBox:
         """Thumbnail, ``label score`` caption and a "more like this" button for one hit."""
         image = widgets.Image(value=png_bytes(hit.filepath, self.thumb_size), format="png",
-                              width=self.thumb_size, height=self.thumb_size, tooltip=hit.filepath)  # path on hover
-        caption = widgets.Label(f"{hit.label} {hit.score:.3f}", tooltip=hit.filepath)
+                              width=self.thumb_size, height=self.thumb_size)
+        caption = widgets.HTML(f'<span title="{html.escape(hit.filepath)}">'  # the path shows on hover
+                               f"{html.escape(hit.label)} {hit.score:.3f}</span>")
         more = widgets.Button(description="more like this", layout=widgets.Layout(width=f"{self.thumb_size}px"))
         more.on_click(lambda _button: self.more_like(hit))
         return widgets.VBox([image, caption, more])
