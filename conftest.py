@@ -19,7 +19,7 @@ def pytest_configure(config):
     os.environ["TEXTIMG_DATA_DIR"] = _DATA_DIR
     os.environ["MPLBACKEND"] = "Agg"
     for key in ("TEXTIMG_MILVUS_URI", "TEXTIMG_MILVUS_TOKEN", "TEXTIMG_MODEL", "TEXTIMG_COLLECTION",
-                "TEXTIMG_DEVICE"):
+                "TEXTIMG_DEVICE", "TEXTIMG_TEXT_MODEL"):
         os.environ.pop(key, None)
     if os.environ.get("TEXTIMG_TEST_MODEL"):  # lets a test run the suite with another checkpoint
         os.environ["TEXTIMG_MODEL"] = os.environ["TEXTIMG_TEST_MODEL"]

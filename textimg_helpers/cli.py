@@ -11,8 +11,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import (Settings, TextimgError, check_model, default_collection, model_for_profile, model_name,
-                     resolve_profile)
+from .config import (CLIP_MODEL, Settings, TextimgError, check_model, default_collection, model_for_profile,
+                     model_name, resolve_profile)
 
 DEMO_QUERIES = {"clip": "a white dog", "shapes": "a red circle"}
 DEMO_GRID = Path("outputs") / "demo_grid.png"
@@ -37,13 +37,32 @@ class Job:
     @classmethod
     def from_args(cls, args) -> "Job":
         settings = Settings.from_env().with_(profile=args.profile, model=args.model, milvus_uri=args.uri,
-                                             device=args.device, collection_name=args.collection)
+                                             device=args.device, collection_name=args.collection,
+                                             text_model=getattr(args, "text_model", None))
         profile = resolve_profile(settings, announce=say)
         model = model_for_profile(profile, settings.model)
         check_model(model)
         name = model_name(model, args.random_weights)
         return cls(settings, profile, model, name, settings.collection_name or default_collection(name),
                    args.random_weights)
+
+    @property
+    def text_model(self) -> str:
+        """``clip`` (the image model's own text encoder), ``multilingual``, or a sentence-transformers folder."""
+        return self.settings.text_model
+
+    @property
+    def query_model_name(self) -> str:
+        """The model a collection must have been built with for this job's text queries."""
+        return self.model_name if self.text_model == "clip" else CLIP_MODEL
+
+    def load_text_encoder(self):
+        """The text encoder for queries: the multilingual one if asked for, else the image model's."""
+        if self.text_model == "clip":
+            return self.load_encoder()
+        from .multilingual import load_text_encoder
+
+        return load_text_encoder(self.text_model, self.settings.device)
 
     def connect(self, read_only: bool = False):
         """The Milvus client; ``read_only`` commands never create a Milvus Lite file that is not there."""
@@ -83,9 +102,9 @@ def cmd_search(job: Job, args) -> int:
     check_query(args.query, warn=False)  # fail fast, before loading anything
     args.grid = grid_path(args.grid)
     client = job.connect(read_only=True)
-    open_collection(client, job.collection_name, job.model_name)
+    open_collection(client, job.collection_name, job.query_model_name)
     templates = ENSEMBLE_TEMPLATES if args.ensemble else None
-    hits = search_by_text(client, job.collection_name, job.load_encoder(), args.query, args.k, args.where,
+    hits = search_by_text(client, job.collection_name, job.load_text_encoder(), args.query, args.k, args.where,
                           templates)
     return print_hits(hits, args)
 
@@ -139,12 +158,20 @@ def save_grid(hits, path, title=None) -> None:
 
 
 def cmd_eval(job: Job, args) -> int:
-    from .evaluate import PHOTO_TEMPLATE, TEMPLATE_SETS, compare_templates, evaluate
+    from .evaluate import PHOTO_TEMPLATE, TEMPLATE_SETS, check_labels_translate, compare_templates, evaluate, labelled_images
     from .ingest import index_folder
+    from .languages import check_langs
 
     if args.template and "{}" not in args.template:
         raise TextimgError(f"--template needs a {{}} where the label goes, e.g. 'a photo of a {{}}', "
                            f"not {args.template!r}")
+    langs = check_langs(args.lang) if args.lang else None
+    if langs:  # before any work: every label must have a query in every language
+        check_labels_translate(labelled_images(args.folder), langs)
+    if job.model_name != job.query_model_name:
+        raise TextimgError(f"--text-model {job.text_model} reads queries into {job.query_model_name}'s space, but "
+                           f"the images would be encoded with {job.model_name}: use --profile clip "
+                           f"(or --model {job.query_model_name}) without --random-weights")
     # labelled test images get a collection of their own, so they never turn up in searches of your photos
     collection = job.settings.collection_name or default_collection(job.model_name) + "_eval"
     client, encoder = job.connect(), job.load_encoder()
@@ -154,13 +181,30 @@ def cmd_eval(job: Job, args) -> int:
     if job.random_weights or job.model_name.startswith("shapes-clip"):
         say(f"note: {job.model_name} is " + ("a random-weights model: expect chance-level figures"
             if job.random_weights else "trained only on coloured shapes: expect low figures on photographs"))
+    text_encoder = encoder if job.text_model == "clip" else job.load_text_encoder()
+    if langs:
+        return print_language_table(client, collection, args.folder, langs, text_encoder, encoder, job, args)
     if args.compare:
-        for name, result in compare_templates(client, collection, encoder, args.folder,
+        for name, result in compare_templates(client, collection, text_encoder, args.folder,
                                               progress=not args.quiet).items():
             print(f"{name:>9}: {result.summary()}")
         return 0
     templates = TEMPLATE_SETS["ensemble"] if args.ensemble else (args.template or PHOTO_TEMPLATE,)
-    print(evaluate(client, collection, encoder, args.folder, templates, progress=not args.quiet))
+    print(evaluate(client, collection, text_encoder, args.folder, templates, progress=not args.quiet))
+    return 0
+
+
+def print_language_table(client, collection, folder, langs, text_encoder, encoder, job, args) -> int:
+    """``eval --lang``: the per-language table; with another text model, the image model's own text
+    encoder (English-only for CLIP) is measured beside it for comparison."""
+    from .evaluate import evaluate_languages, language_table
+
+    columns = {text_encoder.name: evaluate_languages(client, collection, text_encoder, folder, langs,
+                                                     progress=not args.quiet)}
+    if text_encoder is not encoder:
+        columns[f"{job.model_name} text encoder"] = evaluate_languages(client, collection, encoder, folder, langs,
+                                                                       progress=not args.quiet)
+    print(language_table(columns))
     return 0
 
 
@@ -204,6 +248,9 @@ def cmd_demo(job: Job, args) -> int:
     return 0
 
 
+TEXT_MODEL_HELP = ("clip (default: the model's own text encoder), multilingual (queries in 50+ languages "
+                   "against a ViT-B/32 collection; pip install 'textimg-helpers[multilingual]'), or a "
+                   "sentence-transformers folder; overrides TEXTIMG_TEXT_MODEL")
 WORKERS_HELP = "decoder processes (default: 0 = threads, on up to 4 cores; else half the cores)"
 
 
@@ -241,11 +288,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--where", default="", help='Milvus filter, e.g. \'label == "red_circle"\'')
         if name == "search":
             p.add_argument("--ensemble", action="store_true", help="average several prompt templates")
+            p.add_argument("--text-model", help=TEXT_MODEL_HELP)
     p = sub.add_parser("eval", parents=[common], help="index a labelled folder, then measure recall@k and mAP@10")
     p.add_argument("folder", help="labels from sub-folder names or <wnid>_<label>.JPEG file names")
     p.add_argument("--template", help="query template, default 'a photo of a {}'")
     p.add_argument("--ensemble", action="store_true", help="average several templates (prompt ensembling)")
     p.add_argument("--compare", action="store_true", help="bare label vs 'a photo of a ...' vs ensemble")
+    p.add_argument("--lang", help="queries in one or several of en,de,pt,ru,ar (comma-separated): a table per "
+                                  "language (labels must be in the language table, e.g. red_circle)")
+    p.add_argument("--text-model", help=TEXT_MODEL_HELP)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, help=WORKERS_HELP)
     sub.add_parser("stats", parents=[common], help="rows, model and dimension of the collection")
