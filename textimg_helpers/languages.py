@@ -161,6 +161,11 @@ def query_for(label: str, lang: str, template: str | None = None) -> str:
     return (template or LANGUAGES[lang].query_template).format(**phrases(label, lang))
 
 
+def translate_label(label: str, lang: str) -> str:
+    """What people type for a label: "ein roter Kreis", "um círculo vermelho", "красный круг", "دائرة حمراء"."""
+    return query_for(label, lang, LANGUAGES[lang].templates[0])
+
+
 def captions(label: str, lang: str) -> list[str]:
     """Every caption of a label in a language (each template, and each spelling variant), no repeats."""
     found = [t.format(**phrases(label, lang)) for t in LANGUAGES[lang].templates]

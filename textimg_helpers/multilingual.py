@@ -35,7 +35,8 @@ class TextEncoder:
     @property
     def dim(self) -> int:
         """Embedding dimension (512, ViT-B/32's)."""
-        return int(self.model.get_sentence_embedding_dimension())
+        dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        return int(dim())  # renamed in sentence-transformers 6
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Queries in any of the model's languages -> unit vectors (n, dim); empty ones are refused."""
