@@ -117,3 +117,29 @@ def test_language_table_puts_two_text_models_side_by_side():
         "en       1.000    1.000     1.000  1.000 |    1.000    1.000     1.000  1.000  a photo of a red circle",
         "de       1.000    1.000     1.000  0.800 |    0.000    0.000     1.000  0.100  ein Foto von einem roten Kreis",
     ]
+
+
+def test_evaluate_in_a_language_asks_the_encoder_for_that_languages_queries(tmp_path, shapes_encoder):
+    from textimg_helpers.evaluate import evaluate
+    from textimg_helpers.ingest import index_folder
+    from textimg_helpers.languages import query_for
+    from textimg_helpers.store import connect
+
+    class Recording:
+        """The shapes encoder, noting every text it is asked to encode."""
+        name, texts = "recording", []
+
+        def encode_texts(self, texts):
+            self.texts += list(texts)
+            return shapes_encoder.encode_texts(texts)
+
+    folder = shapes_images(tmp_path, per_class=2, seed=11)
+    client = connect(str(tmp_path / "m.db"))
+    index_folder(client, "eval", folder, shapes_encoder, progress=False, num_workers=0)
+    encoder = Recording()
+    report = evaluate(client, "eval", encoder, folder, lang="ru", progress=False)
+    client.close()
+    labels = sorted(labelled_images(folder))
+    assert encoder.texts == [query_for(label, "ru") for label in labels]
+    assert "фотография красного круга" in encoder.texts and report.templates == ("фотография {gen}",)
+    assert report.recall(1) >= 0.9 and report.map10 >= 0.9, report.summary()

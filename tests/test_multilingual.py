@@ -173,6 +173,7 @@ def test_offline_and_not_cached_says_what_to_do(cli, photos, tmp_path, monkeypat
     monkeypatch.setattr(multilingual, "host_reachable", lambda host, *a, **k: calls.append(host) or False)
     monkeypatch.setenv("SENTENCE_TRANSFORMERS_HOME", str(tmp_path / "empty-cache"))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)  # read when it was imported
     cache = tmp_path / "empty-cache" / "models--sentence-transformers--clip-ViT-B-32-multilingual-v1"
     expected = (f"cannot download the multilingual text model sentence-transformers/clip-ViT-B-32-multilingual-v1 "
                 f"(huggingface.co is unreachable: no internet?) and it is not cached at {cache}; run once with "
