@@ -54,7 +54,8 @@ def _pt(colour: str, shape: str) -> dict[str, str]:
     gender, noun = PT.nouns[shape]
     adjective = PT.adjectives[colour][gender == "f"]
     bare = f"{noun} {adjective}"
-    return {"bare": bare, "ind": ("uma " if gender == "f" else "um ") + bare, "def": ("a " if gender == "f" else "o ") + bare}
+    feminine = gender == "f"
+    return {"bare": bare, "ind": ("uma " if feminine else "um ") + bare, "def": ("a " if feminine else "o ") + bare}
 
 
 def _ru(colour: str, shape: str) -> dict[str, str]:
