@@ -202,3 +202,37 @@ def test_an_unknown_text_model_is_refused_before_any_work(cli, tmp_path):
         Settings(text_model="klingon")
     run = cli("search", "a red circle", "--text-model", "klingon", "--uri", tmp_path / "none.db")
     assert run.code == 1 and "text model 'klingon' is neither" in run.last_err
+
+
+def fake_hub_cache(cache: Path, model_folder: Path) -> Path:
+    """The Hugging Face hub cache layout (refs/main -> snapshots/<revision>/...) holding the tiny model as if
+    it were the downloaded multilingual one."""
+    import shutil
+
+    repo = cache / "models--sentence-transformers--clip-ViT-B-32-multilingual-v1"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    shutil.copytree(model_folder, repo / "snapshots" / ("0" * 40))
+    return repo
+
+
+def test_a_cached_model_loads_without_asking_the_network(tmp_path, tiny_model, monkeypatch):
+    import textimg_helpers.multilingual as multilingual
+
+    fake_hub_cache(tmp_path / "cache", tiny_model)
+    monkeypatch.setenv("SENTENCE_TRANSFORMERS_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(multilingual, "host_reachable", lambda *a, **k: pytest.fail("the network was asked"))
+    encoder = multilingual.load_text_encoder("multilingual", device="cpu")
+    assert encoder.name == "clip-ViT-B-32-multilingual-v1" and encoder.encode_texts(["красный круг"]).shape == (1, 512)
+
+
+def test_a_corrupt_cached_model_names_the_folder_to_delete(tmp_path, tiny_model, monkeypatch):
+    import textimg_helpers.multilingual as multilingual
+
+    repo = fake_hub_cache(tmp_path / "cache", tiny_model)
+    (repo / "snapshots" / ("0" * 40) / "model.safetensors").write_bytes(b"half a download")
+    monkeypatch.setenv("SENTENCE_TRANSFORMERS_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(multilingual, "host_reachable", lambda *a, **k: False)
+    with pytest.raises(TextimgError, match=rf"could not load the text model from {repo} \(.*\); the files look "
+                                           rf"corrupt or incomplete: delete {repo} and run again"):
+        multilingual.load_text_encoder("multilingual", device="cpu")
