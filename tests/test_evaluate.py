@@ -76,3 +76,70 @@ def test_eval_shows_progress_for_indexing_and_for_each_template_set(tmp_path):
     for desc in ("indexing", "evaluating bare labels", "evaluating 'a photo of a {}'", "evaluating 10 templates"):
         assert re.search(rf"^{re.escape(desc)}: .* 40/40 \[.*/s\]", bars, re.M), (desc, bars)
     assert set(line.split(":")[0].strip() for line in out.stdout.strip().splitlines()) == {"label", "photo", "ensemble"}
+
+
+def test_eval_lang_prints_one_row_per_language_and_each_meets_the_floor(tmp_path):
+    folder = shapes_images(tmp_path, per_class=4, seed=99)
+    out = run_eval(folder, tmp_path, "--lang", "en,de,pt,ru,ar")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert lines[0] == "lang  recall@1 recall@5 recall@10 mAP@10  example query"
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert list(rows) == ["en", "de", "pt", "ru", "ar"], out.stdout
+    for lang, row in rows.items():
+        recall1, recall5, recall10, map10 = map(float, row[1:5])
+        assert recall1 >= 0.9 and map10 >= 0.9, (lang, out.stdout)
+    assert " ".join(rows["de"][5:]) == "ein Foto von einem schwarzen Kreis"
+    assert " ".join(rows["ru"][5:]) == "фотография чёрного круга"
+
+
+def test_eval_lang_refuses_unknown_languages_and_labels_it_cannot_phrase(tmp_path):
+    out = run_eval(tmp_path, tmp_path, "--lang", "de,fr")
+    assert out.returncode == 1 and "unknown language fr: use one or several of en,de,pt,ru,ar" in out.stderr
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "n01440764_tench.JPEG").write_bytes(b"x")
+    out = run_eval(tmp_path / "photos", tmp_path, "--lang", "en,ru")
+    assert out.returncode == 1 and "--lang ru: the label 'tench' is not in the language table" in out.stderr
+    assert not (tmp_path / "milvus.db").exists()  # refused before any work
+
+
+def test_language_table_puts_two_text_models_side_by_side():
+    from textimg_helpers.evaluate import EvalReport, LabelResult, language_table
+
+    def report(first_rank, ap10):
+        return EvalReport(("q",), [LabelResult("red_circle", 5, first_rank, ap10)], 5)
+
+    table = language_table({"multilingual": {"en": report(1, 1.0), "de": report(1, 0.8)},
+                            "ViT-B/32 text encoder": {"en": report(1, 1.0), "de": report(7, 0.1)}})
+    assert table.splitlines() == [
+        "      multilingual                       | ViT-B/32 text encoder             ",
+        "lang  recall@1 recall@5 recall@10 mAP@10 | recall@1 recall@5 recall@10 mAP@10  example query",
+        "en       1.000    1.000     1.000  1.000 |    1.000    1.000     1.000  1.000  a photo of a red circle",
+        "de       1.000    1.000     1.000  0.800 |    0.000    0.000     1.000  0.100  ein Foto von einem roten Kreis",
+    ]
+
+
+def test_evaluate_in_a_language_asks_the_encoder_for_that_languages_queries(tmp_path, shapes_encoder):
+    from textimg_helpers.evaluate import evaluate
+    from textimg_helpers.ingest import index_folder
+    from textimg_helpers.languages import query_for
+    from textimg_helpers.store import connect
+
+    class Recording:
+        """The shapes encoder, noting every text it is asked to encode."""
+        name, texts = "recording", []
+
+        def encode_texts(self, texts):
+            self.texts += list(texts)
+            return shapes_encoder.encode_texts(texts)
+
+    folder = shapes_images(tmp_path, per_class=2, seed=11)
+    client = connect(str(tmp_path / "m.db"))
+    index_folder(client, "eval", folder, shapes_encoder, progress=False, num_workers=0)
+    encoder = Recording()
+    report = evaluate(client, "eval", encoder, folder, lang="ru", progress=False)
+    client.close()
+    labels = sorted(labelled_images(folder))
+    assert encoder.texts == [query_for(label, "ru") for label in labels]
+    assert "фотография красного круга" in encoder.texts and report.templates == ("фотография {gen}",)
+    assert report.recall(1) >= 0.9 and report.map10 >= 0.9, report.summary()

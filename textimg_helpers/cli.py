@@ -25,7 +25,8 @@ def say(*parts) -> None:
 def open_job(args) -> Session:
     """The command's session: ``TEXTIMG_*`` settings with the command's options on top."""
     settings = Settings.from_env().with_(profile=args.profile, model=args.model, milvus_uri=args.uri,
-                                         device=args.device, collection_name=args.collection)
+                                         device=args.device, collection_name=args.collection,
+                                         text_model=getattr(args, "text_model", None))
     return Session.from_settings(settings, args.random_weights, announce=say)
 
 
@@ -48,9 +49,9 @@ def cmd_search(job: Session, args) -> int:
     check_query(args.query, warn=False)  # fail fast, before loading anything
     args.grid = grid_path(args.grid)
     client = job.connect(read_only=True)
-    open_collection(client, job.collection_name, job.model_name)
+    open_collection(client, job.collection_name, job.query_model_name)
     templates = ENSEMBLE_TEMPLATES if args.ensemble else None
-    hits = search_by_text(client, job.collection_name, job.load_encoder(), args.query, args.k, args.where,
+    hits = search_by_text(client, job.collection_name, job.load_text_encoder(), args.query, args.k, args.where,
                           templates)
     return print_hits(hits, args)
 
@@ -104,12 +105,20 @@ def save_grid(hits, path, title=None) -> None:
 
 
 def cmd_eval(job: Session, args) -> int:
-    from .evaluate import PHOTO_TEMPLATE, TEMPLATE_SETS, compare_templates, evaluate
+    from .evaluate import PHOTO_TEMPLATE, TEMPLATE_SETS, check_labels_translate, compare_templates, evaluate, labelled_images
     from .ingest import index_folder
+    from .languages import check_langs
 
     if args.template and "{}" not in args.template:
         raise TextimgError(f"--template needs a {{}} where the label goes, e.g. 'a photo of a {{}}', "
                            f"not {args.template!r}")
+    langs = check_langs(args.lang) if args.lang else None
+    if langs:  # before any work: every label must have a query in every language
+        check_labels_translate(labelled_images(args.folder), langs)
+    if job.model_name != job.query_model_name:
+        raise TextimgError(f"--text-model {job.text_model} reads queries into {job.query_model_name}'s space, but "
+                           f"the images would be encoded with {job.model_name}: use --profile clip "
+                           f"(or --model {job.query_model_name}) without --random-weights")
     # labelled test images get a collection of their own, so they never turn up in searches of your photos
     collection = job.settings.collection_name or default_collection(job.model_name) + "_eval"
     client, encoder = job.connect(), job.load_encoder()
@@ -119,13 +128,30 @@ def cmd_eval(job: Session, args) -> int:
     if job.random_weights or job.model_name.startswith("shapes-clip"):
         say(f"note: {job.model_name} is " + ("a random-weights model: expect chance-level figures"
             if job.random_weights else "trained only on coloured shapes: expect low figures on photographs"))
+    text_encoder = encoder if job.text_model == "clip" else job.load_text_encoder()
+    if langs:
+        return print_language_table(client, collection, args.folder, langs, text_encoder, encoder, job, args)
     if args.compare:
-        for name, result in compare_templates(client, collection, encoder, args.folder,
+        for name, result in compare_templates(client, collection, text_encoder, args.folder,
                                               progress=not args.quiet).items():
             print(f"{name:>9}: {result.summary()}")
         return 0
     templates = TEMPLATE_SETS["ensemble"] if args.ensemble else (args.template or PHOTO_TEMPLATE,)
-    print(evaluate(client, collection, encoder, args.folder, templates, progress=not args.quiet))
+    print(evaluate(client, collection, text_encoder, args.folder, templates, progress=not args.quiet))
+    return 0
+
+
+def print_language_table(client, collection, folder, langs, text_encoder, encoder, job, args) -> int:
+    """``eval --lang``: the per-language table; with another text model, the image model's own text
+    encoder (English-only for CLIP) is measured beside it for comparison."""
+    from .evaluate import evaluate_languages, language_table
+
+    columns = {text_encoder.name: evaluate_languages(client, collection, text_encoder, folder, langs,
+                                                     progress=not args.quiet)}
+    if text_encoder is not encoder:
+        columns[f"{job.model_name} text encoder"] = evaluate_languages(client, collection, encoder, folder, langs,
+                                                                       progress=not args.quiet)
+    print(language_table(columns))
     return 0
 
 
@@ -200,6 +226,9 @@ def cmd_serve(args) -> int:
     return 0
 
 
+TEXT_MODEL_HELP = ("clip (default: the model's own text encoder), multilingual (queries in 50+ languages "
+                   "against a ViT-B/32 collection; pip install 'textimg-helpers[multilingual]'), or a "
+                   "sentence-transformers folder; overrides TEXTIMG_TEXT_MODEL")
 WORKERS_HELP = "decoder processes (default: 0 = threads, on up to 4 cores; else half the cores)"
 
 
@@ -237,11 +266,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--where", default="", help='Milvus filter, e.g. \'label == "red_circle"\'')
         if name == "search":
             p.add_argument("--ensemble", action="store_true", help="average several prompt templates")
+            p.add_argument("--text-model", help=TEXT_MODEL_HELP)
     p = sub.add_parser("eval", parents=[common], help="index a labelled folder, then measure recall@k and mAP@10")
     p.add_argument("folder", help="labels from sub-folder names or <wnid>_<label>.JPEG file names")
     p.add_argument("--template", help="query template, default 'a photo of a {}'")
     p.add_argument("--ensemble", action="store_true", help="average several templates (prompt ensembling)")
     p.add_argument("--compare", action="store_true", help="bare label vs 'a photo of a ...' vs ensemble")
+    p.add_argument("--lang", help="queries in one or several of en,de,pt,ru,ar (comma-separated): a table per "
+                                  "language (labels must be in the language table, e.g. red_circle)")
+    p.add_argument("--text-model", help=TEXT_MODEL_HELP)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, help=WORKERS_HELP)
     sub.add_parser("stats", parents=[common], help="rows, model and dimension of the collection")

@@ -17,6 +17,10 @@ CLIP_CACHE = Path(os.path.expanduser("~/.cache/clip"))  # where clip.load keeps 
 SHAPES_CHECKPOINT = Path(__file__).parent / "assets" / "shapes_clip.pt"
 SHAPES_MODEL_NAME = "shapes-clip"
 RANDOM_SUFFIX = "+random"
+# Text models: "clip" is the image model's own text encoder; "multilingual" reads 50+ languages into
+# ViT-B/32's space (text only: the images stay with ViT-B/32); a folder is a sentence-transformers model.
+TEXT_MODELS = ("clip", "multilingual")
+MULTILINGUAL_MODEL = "sentence-transformers/clip-ViT-B-32-multilingual-v1"
 
 
 class TextimgError(Exception):
@@ -43,10 +47,12 @@ class Settings:
     device: str = "auto"
     collection_name: str | None = None
     service_idle: float = 1800.0  # seconds a shared Milvus Lite service waits for a client, then stops
+    text_model: str = "clip"
 
     def __post_init__(self):
         if self.profile not in PROFILES:
             raise TextimgError(f"TEXTIMG_PROFILE={self.profile!r} is not one of {', '.join(PROFILES)}")
+        check_text_model(self.text_model)
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
         try:
             object.__setattr__(self, "service_idle", float(self.service_idle))
@@ -61,7 +67,7 @@ class Settings:
         values = dict(profile=get("PROFILE"), model=get("MODEL"), milvus_uri=get("MILVUS_URI"),
                       milvus_token=get("MILVUS_TOKEN"), data_dir=get("DATA_DIR"),
                       device=get("DEVICE"), collection_name=get("COLLECTION"),
-                      service_idle=get("SERVICE_IDLE"))
+                      service_idle=get("SERVICE_IDLE"), text_model=get("TEXT_MODEL"))
         return cls(**{k: v for k, v in values.items() if v is not None})
 
     def with_(self, **changes) -> "Settings":
@@ -86,6 +92,13 @@ def check_model(model: str) -> None:
     if model not in CLIP_MODELS and not Path(model).is_file():
         raise TextimgError(f"model {model!r} is neither a CLIP name ({', '.join(CLIP_MODELS)}) "
                            "nor an existing checkpoint file")
+
+
+def check_text_model(text_model: str) -> None:
+    """Refuse a text model that is neither ``clip``, ``multilingual`` nor a folder (nothing is loaded)."""
+    if text_model not in TEXT_MODELS and not Path(text_model).expanduser().is_dir():
+        raise TextimgError(f"text model {text_model!r} is neither {' nor '.join(TEXT_MODELS)} nor a folder "
+                           "holding a sentence-transformers model (TEXTIMG_TEXT_MODEL / --text-model)")
 
 
 def model_name(model: str, random_weights: bool = False) -> str:

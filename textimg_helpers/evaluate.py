@@ -11,6 +11,7 @@ import numpy as np
 from .config import TextimgError
 from .data import folder_root, label_for, list_image_paths
 from .encoders import encode_queries
+from .languages import LANGUAGES, query_for, split_label
 from .store import Hit, count_rows, folder_filter, rows_under, search_by_vector
 
 PHOTO_TEMPLATE = "a photo of a {}"
@@ -87,11 +88,31 @@ def average_precision(relevant: list[bool], n_relevant: int, k: int = 10) -> flo
     return total / min(k, max(n_relevant, found)) if n_relevant else 0.0
 
 
+def label_query(label: str, lang: str) -> str:
+    """A label's query in a language, from the language table ("ein Foto von einem roten Kreis");
+    in English any label works ("a photo of a golden retriever")."""
+    if split_label(label) is None:
+        if lang == "en":
+            return PHOTO_TEMPLATE.format(label.replace("_", " "))
+        raise TextimgError(f"--lang {lang}: the label {label!r} is not in the language table, which knows the "
+                           "<colour>_<shape> labels of the shapes profile (textimg_helpers/languages.py); "
+                           "evaluate this folder in English (--lang en, or no --lang)")
+    return query_for(label, lang)
+
+
+def check_labels_translate(labels, langs) -> None:
+    """Refuse, before any work, a language that cannot phrase one of the labels."""
+    for lang in langs:
+        for label in labels:
+            label_query(label, lang)
+
+
 def evaluate(client, collection_name: str, encoder, folder: str | os.PathLike,
              templates: tuple[str, ...] = (PHOTO_TEMPLATE,), top_k: int = 10, progress: bool = True,
-             chunk: int = 64) -> EvalReport:
+             chunk: int = 64, lang: str | None = None) -> EvalReport:
     """Query every label of ``folder`` (already indexed) and score the top ``top_k`` hits among the
-    folder's rows; labels and their counts come from those rows (unreadable files were never indexed)."""
+    folder's rows; labels and their counts come from those rows (unreadable files were never indexed).
+    With ``lang`` (en, de, pt, ru, ar) each label's query comes from the language table instead."""
     from tqdm.auto import tqdm
 
     rows = rows_under(client, collection_name, folder, ["label"])
@@ -102,12 +123,18 @@ def evaluate(client, collection_name: str, encoder, folder: str | os.PathLike,
     in_folder = folder_filter(folder)  # this folder's rows, and maybe a few of a neighbour's, left out below
     limit = top_k + count_rows(client, collection_name, in_folder) - len(rows)
     results = []
-    name = ("bare labels" if tuple(templates) == ("{}",) else repr(templates[0]) if len(templates) == 1
-            else f"{len(templates)} templates")
+    if lang:
+        check_labels_translate(labels, [lang])
+        templates = (LANGUAGES[lang].query_template,)
+    name = (f"{lang} queries" if lang else "bare labels" if tuple(templates) == ("{}",)
+            else repr(templates[0]) if len(templates) == 1 else f"{len(templates)} templates")
     with tqdm(total=len(labels), unit="label", desc=f"evaluating {name}", disable=not progress) as bar:
         for start in range(0, len(labels), chunk):
             part = labels[start:start + chunk]
-            text_embs = encode_queries(encoder, [label.replace("_", " ") for label in part], templates)
+            if lang:
+                text_embs = encoder.encode_texts([label_query(label, lang) for label in part])
+            else:
+                text_embs = encode_queries(encoder, [label.replace("_", " ") for label in part], templates)
             for label, hits in zip(part, search_by_vector(client, collection_name, text_embs, limit, in_folder)):
                 hits = [hit for hit in hits if hit.id in rows][:top_k]
                 relevant = [h.label == label for h in hits]
@@ -122,3 +149,24 @@ def compare_templates(client, collection_name: str, encoder, folder, progress: b
     """The same evaluation with a bare label, "a photo of a ...", and an average of templates."""
     return {name: evaluate(client, collection_name, encoder, folder, templates, progress=progress)
             for name, templates in TEMPLATE_SETS.items()}
+
+
+def evaluate_languages(client, collection_name: str, encoder, folder, langs, progress: bool = True) -> dict[str, EvalReport]:
+    """The same evaluation once per language, each label's query phrased from the language table."""
+    return {lang: evaluate(client, collection_name, encoder, folder, progress=progress, lang=lang) for lang in langs}
+
+
+def language_table(columns: dict[str, dict[str, EvalReport]]) -> str:
+    """One row per language: recall@1/5/10 and mAP@10 of each text model side by side (a header line names
+    the models when there are several), then the query of the first label as an example."""
+    names, measures = list(columns), ("recall@1", "recall@5", "recall@10", "mAP@10")
+    block = " ".join(measures)
+    lines = ["      " + " | ".join(f"{name[:len(block)]:<{len(block)}}" for name in names)] if len(names) > 1 else []
+    lines.append("lang  " + " | ".join([block] * len(names)) + "  example query")
+    for lang, report in columns[names[0]].items():
+        cells = []
+        for r in (columns[name][lang] for name in names):
+            values = (r.recall(1), r.recall(5), r.recall(10), r.map10)
+            cells.append(" ".join(f"{v:>{len(m)}.3f}" for v, m in zip(values, measures)))
+        lines.append(f"{lang:<4}  " + " | ".join(cells) + "  " + label_query(report.results[0].label, lang))
+    return "\n".join(lines)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .config import (CLIP_CACHE, Settings, TextimgError, check_model, default_collection, model_for_profile,
+from .config import (CLIP_CACHE, CLIP_MODEL, Settings, TextimgError, check_model, default_collection, model_for_profile,
                      model_name)
 
 # The profile's known query and the label its top results must have (the notebooks assert it).
@@ -90,6 +90,24 @@ class Session:
     @property
     def encoder(self):
         return self.load_encoder()
+
+    @property
+    def text_model(self) -> str:
+        """``clip`` (the image model's own text encoder), ``multilingual``, or a sentence-transformers folder."""
+        return self.settings.text_model
+
+    @property
+    def query_model_name(self) -> str:
+        """The model a collection must have been built with for this session's text queries."""
+        return self.model_name if self.text_model == "clip" else CLIP_MODEL
+
+    def load_text_encoder(self):
+        """The text encoder for queries: the multilingual one if asked for, else the image model's."""
+        if self.text_model == "clip":
+            return self.load_encoder()
+        from .multilingual import load_text_encoder
+
+        return load_text_encoder(self.text_model, self.settings.device)
 
     @property
     def folder(self) -> Path:

@@ -14,18 +14,24 @@ from typing import Callable
 
 import ipywidgets as widgets
 
-from .store import Hit, search_by_image, search_by_text
+from .store import Hit, check_collection, search_by_image, search_by_text
 from .viz import thumbnail
 
 THUMB_SIZE = 120
 
 
 class SearchPanel:
-    """Type a query, pick k, press Search; each result has a "more like this" button."""
+    """Type a query, pick k, press Search; each result has a "more like this" button.
+
+    ``text_encoder`` (e.g. ``load_text_encoder("multilingual")``) encodes the typed queries instead of
+    ``encoder``, whose image encoder still serves "more like this"."""
 
     def __init__(self, client, collection_name: str, encoder, top_k: int = 5, max_k: int = 20,
-                 thumb_size: int = THUMB_SIZE, placeholder: str = "a red circle"):
+                 thumb_size: int = THUMB_SIZE, placeholder: str = "a red circle", text_encoder=None):
         self.client, self.collection_name, self.encoder = client, collection_name, encoder
+        self.text_encoder = text_encoder or encoder
+        if text_encoder is not None and getattr(text_encoder, "image_model", None):
+            check_collection(client, collection_name, text_encoder.image_model)  # the usual mismatch message
         self.thumb_size = thumb_size
         self.hits: list[Hit] = []
         self.query = widgets.Text(placeholder=placeholder, description="Query",
@@ -50,7 +56,7 @@ class SearchPanel:
     def search(self) -> None:
         """Search for the text in the query box; errors go to the status line."""
         query = self.query.value
-        self._run(lambda: search_by_text(self.client, self.collection_name, self.encoder, query,
+        self._run(lambda: search_by_text(self.client, self.collection_name, self.text_encoder, query,
                                          top_k=self.k.value),
                   f"for {query.strip()!r}")
 
