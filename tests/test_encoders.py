@@ -133,7 +133,7 @@ def test_bf16_image_vectors_match_fp32(vit_b_32):
 @pytest.mark.parametrize("slow", ["bf16", "fp32"])
 def test_undecided_precision_keeps_whichever_ran_faster(slow):
     """On a CPU with bf16 instructions, the first batch of 16 or more images is encoded half in fp32 and
-    half in bf16, and the faster is kept for the rest: here one of them is made 300 ms slower, as bf16
+    half in bf16, and the faster is kept for the rest: here one of them is made 1 s slower, as bf16
     is on CPUs that only emulate it."""
     import time
 
