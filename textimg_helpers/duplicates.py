@@ -15,11 +15,12 @@ import numpy as np
 from .store import Hit, pymilvus_errors_unlogged
 
 DEFAULT_THRESHOLD = 0.95
-BLOCK_SIZE = 2048  # rows compared at once: a (BLOCK_SIZE, n) float32 matrix, 800 MB at n = 100,000
+BLOCK_SIZE = 512  # rows compared at once: a (BLOCK_SIZE, n) float32 matrix, 200 MB at n = 100,000
+READ_BATCH = 256  # rows per page of query_iterator: Milvus Lite 2.5 reads pages of 256 faster than of 1,000
 
 
 def read_vectors(client, collection_name: str, filter: str = "",
-                 batch_size: int = 1000) -> tuple[list[dict], np.ndarray]:
+                 batch_size: int = READ_BATCH) -> tuple[list[dict], np.ndarray]:
     """Every row's ``id``, ``filepath`` and ``label``, and its stored vector: (rows, image_embs (n, dim))."""
     rows, pages_of_embs = [], []
     with pymilvus_errors_unlogged():  # its iterator logs a warning about timestamps on Milvus Lite
