@@ -5,14 +5,15 @@
 No model and no images: 512-d unit vectors around 1,000 random centres (within-cluster cosine about
 0.7, like photos of 1,000 kinds of things, as in bench_search.py), 1% of them replaced by planted
 near-copies of another row (cosine about 0.99, like a re-saved JPEG). They are written to a
-temporary Milvus Lite file with the project's schema, then for each size:
+temporary Milvus Lite file with the project's schema (through the file's shared service, as every
+``textimg`` command and notebook reaches it), then for each size:
 
 (a) read_vectors: the stored vectors read back with query_iterator, pages of 256 and 1,000 rows;
 (b) group_rows: blockwise numpy cosine of every pair + union-find, for several block sizes;
 (c) find_duplicates: (a) + (b) as the CLI runs them, the headline rows/s; the planted pairs found
     are checked against the truth (every planted pair, nothing else);
-(d) the CLI, ``python -m textimg_helpers duplicates`` in a fresh process (imports, Milvus Lite start),
-    run first, while the file is closed;
+(d) the CLI, ``python -m textimg_helpers duplicates`` in a fresh process (imports, connecting to the
+    running service, reading, grouping, printing);
 (e) the alternative: Milvus range search (radius = threshold, range_filter = 1) with every row as a
     query, batches of 100; stopped after --range-seconds and extrapolated when it would take longer.
 """
@@ -20,7 +21,6 @@ temporary Milvus Lite file with the project's schema, then for each size:
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import subprocess
 import sys
@@ -98,30 +98,20 @@ def cli_seconds(uri: str, collection: str) -> tuple[float, str]:
     return seconds, run.stdout.strip().splitlines()[-1]
 
 
-def insert_file(n: int, uri: str) -> None:
-    """In a process of its own (Milvus Lite allows one process per file, and the CLI runs next)."""
-    from textimg_helpers.store import connect
-
-    client = connect(uri)
-    print(f"insert in chunks of 1,000 rows: {insert_vectors(client, 'vectors', planted_vectors(n)[0]):.1f} s "
-          "(not counted below)", flush=True)
-    client.close()
-
-
 def bench_size(n: int, args) -> None:
     from textimg_helpers.duplicates import find_duplicates, group_rows, read_vectors
+    from textimg_helpers.service import stop_services_under
     from textimg_helpers.store import connect
 
     data, truth = planted_vectors(n)
     print(f"\n== {n:,} vectors ({len(truth):,} planted near-copy pairs), threshold {THRESHOLD}", flush=True)
     with temp_dir() as tmp:
         uri = str(tmp / "dup.db")
-        child = multiprocessing.get_context("spawn").Process(target=insert_file, args=(n, uri))
-        child.start()
-        child.join()
+        client = connect(uri)  # the file's shared Milvus Lite service, which the CLI below uses too
+        print(f"insert in chunks of 1,000 rows: {insert_vectors(client, 'vectors', data):.1f} s (not counted below)",
+              flush=True)
         s, last = cli_seconds(uri, "vectors")
-        print(f"(d) CLI `textimg duplicates`, fresh process: {s:6.1f} s  {n / s:9,.0f} rows/s  ({last})")
-        client = connect(uri)
+        print(f"(d) CLI `textimg duplicates`, fresh process: {s:6.1f} s  {n / s:9,.0f} rows/s  ({last})", flush=True)
         client.load_collection("vectors")
         for batch_size in args.read_batches:
             (rows, embs), s = timed(read_vectors, client, "vectors", "", batch_size)
@@ -137,6 +127,7 @@ def bench_size(n: int, args) -> None:
               f"planted pairs found {len(pairs & truth):,}/{len(truth):,}, other pairs {len(pairs - truth):,}")
         s, done, found = range_search(client, "vectors", data, args.range_seconds)
         client.close()
+        stop_services_under(tmp)
     whole = s * n / done
     note = "" if done == n else f" (stopped after {done:,} of {n:,} queries; whole run extrapolated: {whole:,.0f} s)"
     print(f"(e) Milvus range search, every row a query: {s:6.1f} s for {done:,} queries  {done / s:9,.0f} rows/s"
