@@ -120,3 +120,13 @@ def test_stored_vectors_are_read_page_by_page_and_stay_with_their_rows(planted, 
     picked = [paths.index(str(images / name)) for name in ("planted/photo_q70.jpg", "distinct/blue_cross_0000.png")]
     again = shapes_encoder.encode_images([load_image(paths[i]) for i in picked])
     np.testing.assert_allclose((image_embs[picked] * again).sum(axis=1), [1, 1], atol=1e-3)
+
+
+def test_where_narrows_the_rows_and_a_bad_filter_is_one_line(cli, planted):
+    uri, images = planted
+    run = cli("duplicates", "--uri", uri, "--where", f'filepath like "{images}/planted/%"')
+    assert run.code == 0, run.err
+    assert run.out.splitlines()[0] == "group 1: 4 images"
+    assert run.out.splitlines()[-1] == "groups=1 images=4 rows=5 threshold=0.95"  # the red circle's twin is out
+    assert_error(cli("duplicates", "--uri", uri, "--where", 'label = = "x'),
+                 "Milvus refused to read the rows with filter 'label = = \"x'")

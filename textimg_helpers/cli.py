@@ -225,6 +225,13 @@ TERMS_HELP = """combined queries: textimg search "a dog" --plus photo.jpg --minu
 the weighted sum of the terms' unit vectors, normalised again. A term is an image when it ends in
 an image extension (.jpg .jpeg .png .gif .bmp .webp .tif .tiff, any case; it must be a readable
 file), else it is text. WEIGHT:TERM weights a term (2:'a dog', 0.5:photo.jpg; default 1)."""
+DUPLICATES_HELP = """Groups of near-duplicate images: images whose stored vectors have a cosine of at
+least --threshold, and the images those link to. Biggest groups first, each as
+  group N: M images
+  <score>  <path>      (first the image closest to all the others; score = cosine to it)
+and a last line
+  groups=<n> images=<in groups> rows=<read> threshold=<t>
+The collection's stored vectors are read: no model is loaded."""
 WORKERS_HELP = "decoder processes (default: 0 = threads, on up to 4 cores; else half the cores)"
 
 
@@ -266,7 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="add a text or an image file to the query (repeatable)")
             p.add_argument("--minus", action="append", default=[], metavar="TERM",
                            help="subtract a text or an image file from the query (repeatable)")
-    p = sub.add_parser("duplicates", parents=[common], help="groups of near-duplicate images (no model loaded)")
+    p = sub.add_parser("duplicates", parents=[common], help="groups of near-duplicate images (no model loaded)",
+                       description=DUPLICATES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threshold", type=float, default=0.95,
                    help="cosine at or above which two images are near-duplicates (default 0.95)")
     p.add_argument("--json", action="store_true", help="print only a JSON list of groups")

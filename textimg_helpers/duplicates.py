@@ -11,7 +11,9 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+from pymilvus import MilvusException
 
+from .config import TextimgError
 from .store import Hit, pymilvus_errors_unlogged
 
 DEFAULT_THRESHOLD = 0.95
@@ -23,15 +25,19 @@ def read_vectors(client, collection_name: str, filter: str = "",
                  batch_size: int = READ_BATCH) -> tuple[list[dict], np.ndarray]:
     """Every row's ``id``, ``filepath`` and ``label``, and its stored vector: (rows, image_embs (n, dim))."""
     rows, pages_of_embs = [], []
-    with pymilvus_errors_unlogged():  # its iterator logs a warning about timestamps on Milvus Lite
-        pages = client.query_iterator(collection_name, batch_size=batch_size, filter=filter,
-                                      output_fields=["filepath", "label", "vector"])
-        try:
-            while page := pages.next():
-                pages_of_embs.append(np.array([row.pop("vector") for row in page], dtype=np.float32))
-                rows += page
-        finally:
-            pages.close()
+    try:
+        with pymilvus_errors_unlogged():  # its iterator logs a warning about timestamps on Milvus Lite
+            pages = client.query_iterator(collection_name, batch_size=batch_size, filter=filter,
+                                          output_fields=["filepath", "label", "vector"])
+            try:
+                while page := pages.next():
+                    pages_of_embs.append(np.array([row.pop("vector") for row in page], dtype=np.float32))
+                    rows += page
+            finally:
+                pages.close()
+    except MilvusException as exc:
+        raise TextimgError(f"Milvus refused to read the rows{' with filter ' + repr(filter) if filter else ''}: "
+                           f"{exc.message}") from None
     image_embs = np.concatenate(pages_of_embs) if pages_of_embs else np.zeros((0, 0), np.float32)
     return rows, image_embs
 
