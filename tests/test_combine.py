@@ -133,3 +133,28 @@ def test_panel_takes_a_combined_query_in_its_box(indexed, shapes_encoder):
     assert "top 3 for &#x27;a red circle&#x27; - &#x27;red&#x27; + &#x27;blue&#x27;" in status
     assert "image not found: nothere.png" in panel.status.value and "#b00020" in panel.status.value
     assert [hit.label for hit in panel.hits] == ["blue_circle"] * 3  # the error kept the results
+
+
+def test_text_terms_go_through_the_text_encoder_and_images_through_the_image_encoder(indexed, shapes_encoder,
+                                                                                      tmp_path):
+    """With a separate text encoder (e.g. a multilingual one), text terms are read by it: here a stand-in
+    that reads every text as "a blue circle", so "a red circle" finds blue circles; images still go
+    through the CLIP image encoder."""
+    uri, images = indexed
+
+    class ReadsBlueCircles:
+        def encode_texts(self, texts):
+            return shapes_encoder.encode_texts(["a blue circle"] * len(texts))
+
+    client = connect(uri)
+    try:
+        by_text = search_by_terms(client, COLLECTION, shapes_encoder, [Term("a red circle")], top_k=3,
+                                  text_encoder=ReadsBlueCircles())
+        photo = str(images / "green_star_0000.png")
+        by_image = search_by_terms(client, COLLECTION, shapes_encoder, [Term(photo, 1.0, True)], top_k=1,
+                                   text_encoder=ReadsBlueCircles())
+    finally:
+        client.close()
+    assert [hit.label for hit in by_text] == ["blue_circle"] * 3
+    assert by_image[0].filepath == photo
+

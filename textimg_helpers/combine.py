@@ -97,12 +97,15 @@ def describe_terms(terms: Sequence[Term]) -> str:
     return text
 
 
-def encode_terms(encoder, terms: Sequence[Term], templates: Sequence[str] | None = None) -> np.ndarray:
-    """One unit vector per term, in order, shape (n, dim); ``templates`` apply to text terms only."""
+def encode_terms(encoder, terms: Sequence[Term], templates: Sequence[str] | None = None,
+                 text_encoder=None) -> np.ndarray:
+    """One unit vector per term, in order, shape (n, dim): images by ``encoder``, texts by
+    ``text_encoder`` (default ``encoder``; one that maps text into the same space, e.g. multilingual).
+    ``templates`` apply to text terms only."""
     from .encoders import encode_image_file, encode_queries
 
     texts = [term.value for term in terms if not term.is_image]
-    text_embs = iter(encode_queries(encoder, texts, templates) if texts else [])
+    text_embs = iter(encode_queries(text_encoder or encoder, texts, templates) if texts else [])
     return np.stack([encode_image_file(encoder, term.value)[0] if term.is_image else next(text_embs)
                      for term in terms]).astype(np.float32)
 
@@ -116,15 +119,19 @@ def combine_vectors(embs: np.ndarray, weights: Sequence[float]) -> np.ndarray:
     return (query / norm)[None, :]
 
 
-def combine_query(encoder, terms: Sequence[Term], templates: Sequence[str] | None = None) -> np.ndarray:
+def combine_query(encoder, terms: Sequence[Term], templates: Sequence[str] | None = None,
+                  text_encoder=None) -> np.ndarray:
     """The query vector of ``terms``, shape (1, dim): encoded, weighted, summed, normalised."""
     terms = check_terms(terms)
-    return combine_vectors(encode_terms(encoder, terms, templates), [term.weight for term in terms])
+    embs = encode_terms(encoder, terms, templates, text_encoder)
+    return combine_vectors(embs, [term.weight for term in terms])
 
 
 def search_by_terms(client, collection_name: str, encoder, terms: Sequence[Term], top_k: int = 10,
-                    filter: str = "", templates: Sequence[str] | None = None) -> list[Hit]:
-    """The ``top_k`` images closest to the combined query of ``terms``, best first (``Hit`` objects)."""
+                    filter: str = "", templates: Sequence[str] | None = None, text_encoder=None) -> list[Hit]:
+    """The ``top_k`` images closest to the combined query of ``terms``, best first (``Hit`` objects);
+    ``text_encoder`` encodes the text terms instead of ``encoder`` (see ``encode_terms``)."""
     from .store import search_by_vector
 
-    return search_by_vector(client, collection_name, combine_query(encoder, terms, templates), top_k, filter)[0]
+    query_vector = combine_query(encoder, terms, templates, text_encoder)
+    return search_by_vector(client, collection_name, query_vector, top_k, filter)[0]
