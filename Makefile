@@ -23,6 +23,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_ingest.py --random-weights
 	$(BIN)/python benchmarks/bench_search.py --random-weights
+	$(BIN)/python benchmarks/bench_duplicates.py
 
 train-shapes: $(STAMP)
 	$(BIN)/python scripts/train_shapes_clip.py

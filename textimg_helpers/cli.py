@@ -42,18 +42,20 @@ def cmd_index(job: Session, args) -> int:
 
 
 def cmd_search(job: Session, args) -> int:
-    from .encoders import check_query
+    from .combine import check_terms, describe_terms, parse_terms, search_by_terms
     from .evaluate import ENSEMBLE_TEMPLATES
-    from .store import open_collection, search_by_text
+    from .store import open_collection
 
-    check_query(args.query, warn=False)  # fail fast, before loading anything
+    terms = check_terms(parse_terms(args.query, args.plus, args.minus))  # fail fast, before loading anything
     args.grid = grid_path(args.grid)
     client = job.connect(read_only=True)
     open_collection(client, job.collection_name, job.query_model_name)
     templates = ENSEMBLE_TEMPLATES if args.ensemble else None
-    hits = search_by_text(client, job.collection_name, job.load_text_encoder(), args.query, args.k, args.where,
-                          templates)
-    return print_hits(hits, args)
+    text_encoder = job.load_text_encoder() if job.text_model != "clip" else None
+    encoder = job.load_encoder() if text_encoder is None or any(t.is_image for t in terms) else text_encoder
+    hits = search_by_terms(client, job.collection_name, encoder, terms, args.k, args.where, templates,
+                           text_encoder=text_encoder)
+    return print_hits(hits, args, title=describe_terms(terms) if len(terms) > 1 else args.query)
 
 
 def cmd_similar(job: Session, args) -> int:
@@ -66,7 +68,7 @@ def cmd_similar(job: Session, args) -> int:
     return print_hits(hits, args)
 
 
-def print_hits(hits, args) -> int:
+def print_hits(hits, args, title: str | None = None) -> int:
     """``score  path`` per line, or a JSON list with ``--json``; a grid PNG with ``--grid``."""
     if args.json:
         print(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=1))
@@ -74,7 +76,7 @@ def print_hits(hits, args) -> int:
         for hit in hits:
             print(f"{hit.score:.3f}  {hit.filepath}")
     if args.grid:
-        save_grid(hits, args.grid, title=getattr(args, "query", None) or getattr(args, "image", None))
+        save_grid(hits, args.grid, title=title or getattr(args, "image", None))
     if not hits:
         say("no results" + (f" (filter: {args.where})" if args.where else ""))
     return 0
@@ -155,6 +157,27 @@ def print_language_table(client, collection, folder, langs, text_encoder, encode
     return 0
 
 
+def cmd_duplicates(job: Session, args) -> int:
+    """Groups of near-duplicates, biggest first: a ``group N: M images`` line, then ``score  path`` per
+    image (the first is the one closest to all the others; score = cosine to it); a summary line last."""
+    from .duplicates import find_duplicates
+    from .store import open_collection
+
+    client = job.connect(read_only=True)
+    open_collection(client, job.collection_name)  # reads stored vectors: no model is loaded
+    groups, n_rows = find_duplicates(client, job.collection_name, args.threshold, args.where)
+    if args.json:
+        print(json.dumps([{"size": len(g), "images": [h.to_dict() for h in g]} for g in groups],
+                         ensure_ascii=False, indent=1))
+        return 0
+    for number, group in enumerate(groups, 1):
+        print(f"group {number}: {len(group)} images")
+        for hit in group:
+            print(f"{hit.score:.3f}  {hit.filepath}")
+    print(f"groups={len(groups)} images={sum(map(len, groups))} rows={n_rows} threshold={args.threshold:g}")
+    return 0
+
+
 def cmd_stats(job: Session, args) -> int:
     from .store import collection_info, count_rows
 
@@ -229,6 +252,18 @@ def cmd_serve(args) -> int:
 TEXT_MODEL_HELP = ("clip (default: the model's own text encoder), multilingual (queries in 50+ languages "
                    "against a ViT-B/32 collection; pip install 'textimg-helpers[multilingual]'), or a "
                    "sentence-transformers folder; overrides TEXTIMG_TEXT_MODEL")
+QUERY_HELP = "the text to search for, or an image file; WEIGHT:TERM weights it (e.g. 2:'a dog')"
+TERMS_HELP = """combined queries: textimg search "a dog" --plus photo.jpg --minus "grass" searches with
+the weighted sum of the terms' unit vectors, normalised again. A term is an image when it ends in
+an image extension (.jpg .jpeg .png .gif .bmp .webp .tif .tiff, any case; it must be a readable
+file), else it is text. WEIGHT:TERM weights a term (2:'a dog', 0.5:photo.jpg; default 1)."""
+DUPLICATES_HELP = """Groups of near-duplicate images: images whose stored vectors have a cosine of at
+least --threshold, and the images those link to. Biggest groups first, each as
+  group N: M images
+  <score>  <path>      (first the image closest to all the others; score = cosine to it)
+and a last line
+  groups=<n> images=<in groups> rows=<read> threshold=<t>
+The collection's stored vectors are read: no model is loaded."""
 WORKERS_HELP = "decoder processes (default: 0 = threads, on up to 4 cores; else half the cores)"
 
 
@@ -256,10 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rows per write to Milvus (default 256; fewer loses less work if the run is killed)")
     p.add_argument("--keep-missing", action="store_true",
                    help="keep the rows of files that are no longer in FOLDER (default: remove them)")
-    for name, target, helptext in (("search", "query", "search by text"),
+    for name, target, helptext in (("search", "query", "search by text (and images: combined queries)"),
                                    ("similar", "image", "search by example image")):
-        p = sub.add_parser(name, parents=[common], help=helptext)
-        p.add_argument(target)
+        p = sub.add_parser(name, parents=[common], help=helptext, epilog=TERMS_HELP if name == "search" else None)
+        p.add_argument(target, help=QUERY_HELP if name == "search" else None)
         p.add_argument("-k", type=int, default=10, help="how many results (default 10)")
         p.add_argument("--json", action="store_true", help="print only a JSON list of hits")
         p.add_argument("--grid", help="also write a PNG grid of the results here")
@@ -267,6 +302,16 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "search":
             p.add_argument("--ensemble", action="store_true", help="average several prompt templates")
             p.add_argument("--text-model", help=TEXT_MODEL_HELP)
+            p.add_argument("--plus", action="append", default=[], metavar="TERM",
+                           help="add a text or an image file to the query (repeatable)")
+            p.add_argument("--minus", action="append", default=[], metavar="TERM",
+                           help="subtract a text or an image file from the query (repeatable)")
+    p = sub.add_parser("duplicates", parents=[common], help="groups of near-duplicate images (no model loaded)",
+                       description=DUPLICATES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threshold", type=float, default=0.95,
+                   help="cosine at or above which two images are near-duplicates (default 0.95)")
+    p.add_argument("--json", action="store_true", help="print only a JSON list of groups")
+    p.add_argument("--where", default="", help="Milvus filter: look only at these rows")
     p = sub.add_parser("eval", parents=[common], help="index a labelled folder, then measure recall@k and mAP@10")
     p.add_argument("folder", help="labels from sub-folder names or <wnid>_<label>.JPEG file names")
     p.add_argument("--template", help="query template, default 'a photo of a {}'")
@@ -293,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"demo": cmd_demo, "index": cmd_index, "search": cmd_search, "similar": cmd_similar,
-            "stats": cmd_stats, "drop": cmd_drop, "eval": cmd_eval}
+            "duplicates": cmd_duplicates, "stats": cmd_stats, "drop": cmd_drop, "eval": cmd_eval}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -305,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
             build_parser().error(f"{flag} must be at least 1, not {getattr(args, option)}")
     if (getattr(args, "workers", None) or 0) < 0:
         build_parser().error(f"--workers must be 0 or more, not {args.workers}")
+    if not 0 < getattr(args, "threshold", 1) <= 1:
+        build_parser().error(f"--threshold is a cosine above 0 and at most 1, not {args.threshold}")
     token = Settings.from_env().milvus_token
     # pymilvus logs each failed call with a traceback; our error line says it all, except with --debug
     loggers = [logging.getLogger(name) for name in ("pymilvus", "pymilvus.milvus_client")]

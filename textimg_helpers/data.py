@@ -95,6 +95,16 @@ def load_image(path: str | os.PathLike, max_side: int | None = None, header_only
         raise UnreadableImage(f"{what} ({exc})") from None
 
 
+def read_query_image(path: str | os.PathLike, max_side: int | None = None, header_only: bool = False):
+    """``load_image`` for an image given as a query: a missing or unreadable file is one ``TextimgError``."""
+    try:
+        return load_image(Path(path).expanduser(), max_side, header_only)
+    except FileNotFoundError:
+        raise TextimgError(f"image not found: {path}") from None
+    except Exception as exc:
+        raise TextimgError(f"cannot read image {path}: {exc}") from None
+
+
 def _decode(path: str | os.PathLike, max_side: int | None, header_only: bool = False) -> Image.Image | None:
     """Decode the first frame with the pixel limit, JPEG draft scaling, EXIF rotation, RGB."""
     with Image.open(path) as img:

@@ -145,6 +145,13 @@ def encode_queries(encoder: Encoder, queries: Sequence[str], templates: Sequence
     return embs / np.linalg.norm(embs, axis=1, keepdims=True)
 
 
+def encode_image_file(encoder: Encoder, image_path: str | os.PathLike) -> np.ndarray:
+    """The unit vector of the image at ``image_path``, shape (1, dim); one readable error if it cannot be read."""
+    from .data import read_query_image
+
+    return encoder.encode_images([read_query_image(image_path, max_side=2 * encoder.resolution)])
+
+
 def pixels(img, size: int = 224) -> np.ndarray:
     """CLIP's resize (short side to ``size``, bicubic) and centre crop of an RGB PIL image, as a
     (size, size, 3) uint8 array. One PIL call resizes only the part the crop keeps: the same pixels

@@ -20,6 +20,8 @@ with warnings.catch_warnings():  # milvus-lite 2.5 imports pkg_resources
 from . import service
 from .config import TextimgError
 
+# keepalive pings while idle only make Milvus Lite send GOAWAY "too_many_pings", printed on stderr
+NO_IDLE_PINGS = {"grpc.keepalive_permit_without_calls": False}
 _LITE_FILES_OPENED: set[str] = set()  # Lite files this process opened itself (no service: Windows)
 
 
@@ -58,7 +60,7 @@ class ServiceClient:
 
     def _connect(self) -> MilvusClient:
         # dedicated: close() really closes the connection, so an idle service sees no client left
-        return _client(self.service_uri, shown_as=self.uri, dedicated=True)
+        return _client(self.service_uri, shown_as=self.uri, dedicated=True, grpc_options=NO_IDLE_PINGS)
 
     def __getattr__(self, name: str):
         method = getattr(self.client, name)
@@ -146,10 +148,8 @@ def _connect_in_process(uri: str) -> MilvusClient:
         raise TextimgError(f"cannot create the folder of the Milvus Lite file {uri}: {exc.strerror or exc}") from None
     if str(db.resolve()) not in _LITE_FILES_OPENED and service.lite_file_in_use(db.resolve()):
         raise TextimgError(service.lite_in_use_message(uri))
-    # keepalive pings while idle only make Milvus Lite send GOAWAY "too_many_pings" to stderr
-    options = {"grpc_options": {"grpc.keepalive_permit_without_calls": False}}
     with ctrl_c_spares_children(), children_write_to(service.log_file(db)):
-        client = _client(uri, **options)
+        client = _client(uri, grpc_options=NO_IDLE_PINGS)
     _LITE_FILES_OPENED.add(str(db.resolve()))
     return client
 

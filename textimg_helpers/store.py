@@ -197,12 +197,6 @@ def drop_collection(client: MilvusClient, collection_name: str) -> None:
 def search_by_image(client: MilvusClient, collection_name: str, encoder, image_path: str,
                     top_k: int = 10, filter: str = "") -> list[Hit]:
     """"More like this": the ``top_k`` images closest to the one at ``image_path``."""
-    from .data import load_image
+    from .encoders import encode_image_file
 
-    try:
-        image = load_image(image_path, max_side=2 * encoder.model.visual.input_resolution)
-    except FileNotFoundError:
-        raise TextimgError(f"image not found: {image_path}") from None
-    except Exception as exc:
-        raise TextimgError(f"cannot read image {image_path}: {exc}") from None
-    return search_by_vector(client, collection_name, encoder.encode_images([image]), top_k, filter)[0]
+    return search_by_vector(client, collection_name, encode_image_file(encoder, image_path), top_k, filter)[0]

@@ -1,5 +1,8 @@
 """A live search panel (ipywidgets): a query box, a k slider, thumbnails, "more like this".
 
+The query box also takes combined queries, ``a red circle - red + blue`` or ``a circle + photo.png``:
+terms joined by `` + `` or `` - `` (see ``combine.parse_expression``).
+
 The logic lives here so that a test can drive the panel without a browser: set ``panel.query.value``,
 press ``panel.submit.click()``, and read ``panel.hits``, ``panel.results`` and ``panel.status``.
 """
@@ -14,7 +17,8 @@ from typing import Callable
 
 import ipywidgets as widgets
 
-from .store import Hit, check_collection, search_by_image, search_by_text
+from .combine import describe_terms, parse_expression, search_by_terms
+from .store import Hit, check_collection, search_by_image
 from .viz import thumbnail
 
 THUMB_SIZE = 120
@@ -54,11 +58,16 @@ class SearchPanel:
         return [card.children[2] for card in self.results.children]
 
     def search(self) -> None:
-        """Search for the text in the query box; errors go to the status line."""
-        query = self.query.value
-        self._run(lambda: search_by_text(self.client, self.collection_name, self.text_encoder, query,
-                                         top_k=self.k.value),
-                  f"for {query.strip()!r}")
+        """Search for the query box's text or combined query (``a red circle - red + blue``); errors go
+        to the status line."""
+        try:
+            terms = parse_expression(self.query.value)
+        except Exception as exc:  # an empty query, a bad weight, an unreadable image
+            self.show_status(str(exc) or type(exc).__name__, error=True)
+            return
+        self._run(lambda: search_by_terms(self.client, self.collection_name, self.encoder, terms,
+                                          top_k=self.k.value, text_encoder=self.text_encoder),
+                  f"for {describe_terms(terms)}")
 
     def more_like(self, hit: Hit) -> None:
         """Search for the images closest to the image of ``hit`` ("more like this")."""
