@@ -46,7 +46,8 @@ def bench_text(args) -> None:
     from textimg_helpers.data import label_for
     from textimg_helpers.encoders import encode_queries
     from textimg_helpers.ingest import index_folder
-    from textimg_helpers.store import connect, search_by_text, search_by_vector
+    from textimg_helpers.search import search_by_text
+    from textimg_helpers.store import connect, search_by_vector
 
     paths = image_paths(args.images)
     encoder = load_random_encoder()
@@ -90,7 +91,8 @@ def compare_transports(client, db, encoder, queries) -> dict[str, tuple[list, li
     from textimg_helpers import service
     from textimg_helpers.encoders import encode_queries
     from textimg_helpers.milvus import _connect_in_process
-    from textimg_helpers.store import search_by_text, search_by_vector
+    from textimg_helpers.search import search_by_text
+    from textimg_helpers.store import search_by_vector
 
     service.stop_service(db)  # the file is closed, whole: copy it
     shutil.copy(db, db.with_name("copy.db"))

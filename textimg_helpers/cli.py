@@ -59,7 +59,8 @@ def cmd_search(job: Session, args) -> int:
 
 
 def cmd_similar(job: Session, args) -> int:
-    from .store import open_collection, search_by_image
+    from .search import search_by_image
+    from .store import open_collection
 
     args.grid = grid_path(args.grid)
     client = job.connect(read_only=True)
@@ -199,7 +200,7 @@ def cmd_drop(job: Session, args) -> int:
 
 def cmd_demo(job: Session, args) -> int:
     from .ingest import index_folder
-    from .store import search_by_text
+    from .search import search_by_text
 
     folder = job.folder
     query = DEMO_QUERIES[job.profile]

@@ -21,7 +21,7 @@ from .config import TextimgError
 from .data import IMAGE_EXTENSIONS
 
 if TYPE_CHECKING:
-    from .store import Hit
+    from .hits import Hit
 
 # "2:a dog", "0.5:photo.jpg"; not "3:00 pm" (a digit right after the colon stays text)
 WEIGHTED = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*:(?!\d)(.*)$", re.DOTALL)

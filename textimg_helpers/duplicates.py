@@ -14,7 +14,8 @@ import numpy as np
 from pymilvus import MilvusException
 
 from .config import TextimgError
-from .store import Hit, pymilvus_errors_unlogged
+from .hits import Hit
+from .store import pymilvus_errors_unlogged
 
 DEFAULT_THRESHOLD = 0.95
 BLOCK_SIZE = 512  # rows compared at once: a (BLOCK_SIZE, n) float32 matrix, 200 MB at n = 100,000

@@ -12,7 +12,8 @@ from .config import TextimgError
 from .data import folder_root, label_for, list_image_paths
 from .encoders import encode_queries
 from .languages import LANGUAGES, query_for, split_label
-from .store import Hit, count_rows, folder_filter, rows_under, search_by_vector
+from .hits import Hit
+from .store import count_rows, folder_filter, rows_under, search_by_vector
 
 PHOTO_TEMPLATE = "a photo of a {}"
 # A few of the prompts from CLIP's ImageNet prompt-engineering notebook.

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import warnings
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -18,25 +17,13 @@ with warnings.catch_warnings():  # milvus-lite 2.5 imports pkg_resources
     from pymilvus import DataType, MilvusClient, MilvusException
 
 from .config import TextimgError
+from .hits import Hit
 from .milvus import connect, is_lite, pymilvus_errors_unlogged  # noqa: F401 (connect, is_lite: re-exported)
 
 MAX_PATH = 4096
 INDEX_PARAMS = {"index_type": "IVF_FLAT", "metric_type": "COSINE", "params": {"nlist": 128}}
 SEARCH_PARAMS = {"metric_type": "COSINE", "params": {"nprobe": 16}}
 MAX_TOP_K = 16384  # Milvus' limit for one search
-
-
-@dataclass
-class Hit:
-    """One search result."""
-
-    filepath: str
-    label: str
-    score: float
-    id: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def path_id(filepath: str) -> int:
@@ -176,27 +163,7 @@ def search_by_vector(client: MilvusClient, collection_name: str, vectors: np.nda
              for h in hits] for hits in res]
 
 
-def search_by_text(client: MilvusClient, collection_name: str, encoder, query: str,
-                   top_k: int = 10, filter: str = "", templates: Sequence[str] | None = None) -> list[Hit]:
-    """Encode ``query`` with CLIP and return the ``top_k`` closest images, best first.
-
-    ``templates`` (e.g. ``["a photo of a {}", "a drawing of a {}"]``) averages the query's vectors
-    over several phrasings (prompt ensembling)."""
-    from .encoders import encode_queries
-
-    text_embs = encode_queries(encoder, [query], templates)
-    return search_by_vector(client, collection_name, text_embs, top_k, filter)[0]
-
-
 def drop_collection(client: MilvusClient, collection_name: str) -> None:
     """Delete a collection and its rows (only ever on an explicit request)."""
     collection_info(client, collection_name)
     client.drop_collection(collection_name)
-
-
-def search_by_image(client: MilvusClient, collection_name: str, encoder, image_path: str,
-                    top_k: int = 10, filter: str = "") -> list[Hit]:
-    """"More like this": the ``top_k`` images closest to the one at ``image_path``."""
-    from .encoders import encode_image_file
-
-    return search_by_vector(client, collection_name, encode_image_file(encoder, image_path), top_k, filter)[0]

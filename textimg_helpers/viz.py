@@ -9,7 +9,7 @@ from typing import Sequence
 from PIL import Image
 
 from .data import load_image
-from .store import Hit
+from .hits import Hit
 
 
 def thumbnail(filepath: str, size: int = 160) -> Image.Image:

@@ -18,7 +18,9 @@ from typing import Callable
 import ipywidgets as widgets
 
 from .combine import describe_terms, parse_expression, search_by_terms
-from .store import Hit, check_collection, search_by_image
+from .hits import Hit
+from .search import search_by_image
+from .store import check_collection
 from .viz import thumbnail
 
 THUMB_SIZE = 120
