@@ -1,10 +1,10 @@
-"""Pictures of results: a grid of thumbnails with label and score under each."""
+"""Pictures: images and results as grids of thumbnails, and measures as bar charts."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from PIL import Image
 
@@ -59,5 +59,68 @@ def show_queries(results: dict[str, Sequence[Hit]], top_k: int = 5, size: float 
             ax.set_title(f"{hit.label} {hit.score:.2f}", fontsize=8)
         for ax in row:
             ax.set_xticks([]), ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def show_images(image_paths: Sequence[str | os.PathLike], labels: Sequence[str] | None = None,
+                ncols: int = 8, size: float = 1.6):
+    """Thumbnails of image files in a grid, each titled with its label (if given); returns the figure."""
+    import matplotlib.pyplot as plt
+
+    labels = list(labels) if labels is not None else [""] * len(image_paths)
+    nrows = max(1, -(-len(image_paths) // ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * (size + 0.3)), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, path, label in zip(axes.flat, image_paths, labels):
+        ax.imshow(thumbnail(str(path)))
+        ax.set_title(label, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+RELEVANT, NOT_RELEVANT = "tab:green", "tab:red"
+
+
+def show_relevance(hits: Sequence[Hit], label: str, title: str | None = None, ncols: int = 5):
+    """``show_results`` with each hit framed green when its label is ``label`` (relevant), red when it
+    is not, and the precision so far (relevant hits / rank) under it: the arithmetic of AP@k."""
+    fig = show_results(hits, title=title, ncols=ncols)
+    found = 0
+    for rank, (ax, hit) in enumerate(zip(fig.axes, hits), start=1):
+        found += hit.label == label
+        colour = RELEVANT if hit.label == label else NOT_RELEVANT
+        ax.spines[:].set_visible(True)
+        ax.spines[:].set_color(colour)
+        ax.spines[:].set_linewidth(4)
+        ax.set_xlabel(f"{hit.label}\n#{rank}: precision {found}/{rank}", fontsize=9, color=colour)
+    fig.tight_layout()
+    return fig
+
+
+def measure(report, name: str) -> float:
+    """``recall@k`` or ``mAP@10`` of an evaluation report (anything with ``recall(k)`` and ``map10``)."""
+    return report.map10 if name == "mAP@10" else report.recall(int(name.removeprefix("recall@")))
+
+
+def plot_measures(reports: Mapping[str, object], measures: Sequence[str] = ("recall@1", "mAP@10"),
+                  title: str | None = None, width: float = 7.0):
+    """Grouped bars: one group per report (a template, a language...), one bar per measure, each
+    bar labelled with its value; returns the figure."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    x, bar_width = np.arange(len(reports)), 0.8 / len(measures)
+    fig, ax = plt.subplots(figsize=(width, 3))
+    for i, name in enumerate(measures):
+        offset = (i - (len(measures) - 1) / 2) * bar_width
+        bars = ax.bar(x + offset, [measure(r, name) for r in reports.values()], width=bar_width, label=name)
+        ax.bar_label(bars, fmt="%.2f", fontsize=7)
+    ax.set_xticks(x, list(reports))
+    ax.set_ylim(0, 1.15)
+    ax.legend(loc="lower right", fontsize=8)
+    if title:
+        ax.set_title(title)
     fig.tight_layout()
     return fig
