@@ -119,7 +119,7 @@ def plot_measures(reports: Mapping[str, object], measures: Sequence[str] = ("rec
         ax.bar_label(bars, fmt="%.2f", fontsize=7)
     ax.set_xticks(x, list(reports))
     ax.set_ylim(0, 1.15)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1, 1), fontsize=8)  # beside the bars, never on them
     if title:
         ax.set_title(title)
     fig.tight_layout()
