@@ -14,7 +14,7 @@ from PIL import Image  # noqa: E402
 
 from textimg_helpers.evaluate import EvalReport, LabelResult  # noqa: E402
 from textimg_helpers.hits import Hit  # noqa: E402
-from textimg_helpers.viz import plot_measures, show_images, show_relevance  # noqa: E402
+from textimg_helpers.viz import plot_measures, show_images, show_relevance, show_similarity  # noqa: E402
 
 COLOURS = {"red": (220, 20, 20), "green": (20, 200, 20), "blue": (20, 20, 220)}
 
@@ -81,3 +81,14 @@ def test_plot_measures_draws_one_bar_per_measure_and_report_at_its_value():
     assert heights == [[0.8, 0.9, 1.0], [1.0, 1.0, 1.0], [0.75, 0.5, 0.25]]
     bar_texts = [t.get_text() for t in ax.texts]
     assert bar_texts[:3] == ["0.80", "0.90", "1.00"]
+
+
+def test_show_similarity_puts_each_value_in_its_row_and_column():
+    similarity = np.array([[0.9, 0.1, 0.2], [0.3, 0.8, 0.05]])  # 2 images x 3 captions
+    fig = show_similarity(similarity, ["image: a", "image: b"], ["a", "b", "c"])
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["image: a", "image: b"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c"]
+    printed = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in ax.texts}
+    assert printed == {(0, 0): "0.90", (0, 1): "0.10", (0, 2): "0.20", (1, 0): "0.30", (1, 1): "0.80", (1, 2): "0.05"}
+    assert np.array_equal(ax.images[0].get_array(), similarity)  # the colours follow the same cells

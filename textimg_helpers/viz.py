@@ -124,3 +124,24 @@ def plot_measures(reports: Mapping[str, object], measures: Sequence[str] = ("rec
         ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def show_similarity(similarity, row_labels: Sequence[str], col_labels: Sequence[str],
+                    title: str = "image × caption", figsize: tuple[float, float] = (6, 4.5)):
+    """A similarity matrix (rows x columns, e.g. images x captions) as a heatmap, each cell printed
+    with its value; returns the figure."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    similarity = np.asarray(similarity)
+    fig, ax = plt.subplots(figsize=figsize)
+    cells = ax.imshow(similarity, cmap="viridis")
+    ax.set_xticks(range(len(col_labels)), col_labels, rotation=30, ha="right")
+    ax.set_yticks(range(len(row_labels)), row_labels)
+    for (row, col), value in np.ndenumerate(similarity):
+        bright = cells.norm(value) > 0.6  # dark text on the light (yellow) end of the colour map
+        ax.text(col, row, f"{value:.2f}", ha="center", va="center", color="black" if bright else "white")
+    fig.colorbar(cells, label="cosine similarity")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
