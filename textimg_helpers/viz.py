@@ -112,13 +112,14 @@ def plot_measures(reports: Mapping[str, object], measures: Sequence[str] = ("rec
     import numpy as np
 
     x, bar_width = np.arange(len(reports)), 0.8 / len(measures)
+    upright = len(measures) > 2  # narrow bars: their values written upwards, so that they do not overlap
     fig, ax = plt.subplots(figsize=(width, 3))
     for i, name in enumerate(measures):
         offset = (i - (len(measures) - 1) / 2) * bar_width
         bars = ax.bar(x + offset, [measure(r, name) for r in reports.values()], width=bar_width, label=name)
-        ax.bar_label(bars, fmt="%.2f", fontsize=7)
+        ax.bar_label(bars, fmt="%.2f", fontsize=7, rotation=90 if upright else 0, padding=2)
     ax.set_xticks(x, list(reports))
-    ax.set_ylim(0, 1.15)
+    ax.set_ylim(0, 1.3 if upright else 1.15)
     ax.legend(loc="upper left", bbox_to_anchor=(1, 1), fontsize=8)  # beside the bars, never on them
     if title:
         ax.set_title(title)
