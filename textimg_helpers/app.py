@@ -69,6 +69,7 @@ class ExploreApp:
         self.panel = AppPanel(session.client, session.collection_name, session.encoder, top_k=top_k,
                               placeholder=session.query,
                               text_encoder=text_encoder)
+        self.panel.query.layout.width = "640px"  # room for a photo's path in a combined query
         self.info = widgets.HTML()
         self.folder = widgets.Text(placeholder="a folder of images (left empty: the demo images)",
                                    description="Folder", layout=widgets.Layout(width="420px"))
@@ -150,7 +151,7 @@ class ExploreApp:
         cards = [self.panel.result_card(hit) for hit in group[:MAX_GROUP_IMAGES_SHOWN]]
         more = f" (the first {len(cards)} shown)" if len(cards) < len(group) else ""
         title = widgets.HTML(f"<b>group {number}: {len(group)} images</b>{more}")
-        return widgets.VBox([title, widgets.HBox(cards, layout=widgets.Layout(overflow_x="auto"))])
+        return widgets.VBox([title, widgets.HBox(cards, layout=widgets.Layout(overflow_x="auto", grid_gap="8px"))])
 
 
 def report_html(report) -> str:
