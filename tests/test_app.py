@@ -139,6 +139,14 @@ def test_the_page_shows_rows_and_model_then_indexes_a_folder_with_reasons(open_a
     assert text_of(app.index_status).splitlines()[0] == "indexed=0 skipped=1 unchanged=40 total=161"
 
 
+def test_index_with_no_folder_indexes_the_demo_images(open_app, tmp_path):
+    app = open_app(str(tmp_path / "milvus.db"))  # a fresh clone: nothing indexed yet
+    app.index_button.click()
+    assert text_of(app.index_status) == "indexed=480 skipped=0 unchanged=0 total=480"
+    assert text_of(app.info).startswith("app: 480 images, model shapes-clip")
+    assert (tmp_path / "data" / "shapes").is_dir()  # the profile's images, made under TEXTIMG_DATA_DIR
+
+
 def test_a_bad_folder_is_one_red_line(app, tmp_path):
     app.folder.value = str(tmp_path / "nowhere")
     app.index_button.click()
