@@ -17,7 +17,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import psutil
@@ -220,10 +219,14 @@ def served(photos, tmp_path):
     yield f"http://127.0.0.1:{port}/", app
     processes = psutil.Process(app.pid).children(recursive=True)  # Voila and the page's kernel
     app.send_signal(signal.SIGINT)
-    assert app.wait(timeout=60) == 0
-    time.sleep(1)
+    try:
+        code = app.wait(timeout=60)
+    finally:
+        _, left = psutil.wait_procs(processes, timeout=5)
+        for process in left:  # so that a failure here leaves nothing running
+            process.kill()
+    assert code == 0 and not left, f"exit {code}, still running after Ctrl-C: {left}"
     assert "".join(err.queue).strip().splitlines()[-1:] == ["textimg app: stopped"], "".join(err.queue)
-    assert not [p for p in processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE], processes
     with socket.socket() as sock:
         assert sock.connect_ex(("127.0.0.1", port)) != 0, "the port still answers"
 
