@@ -24,7 +24,7 @@ import pytest
 
 from conftest import run_cli, shapes_folder, textimg_command
 from test_browser import CHROMIUM, SCREENSHOTS, page, sync_playwright  # noqa: F401 (page: a fixture)
-from textimg_helpers.app import ExploreApp
+from textimg_helpers.app import ExploreApp, explore
 from textimg_helpers.config import Settings
 from textimg_helpers.session import Session
 from textimg_helpers.shapes import generate_shapes
@@ -151,6 +151,14 @@ def test_a_bad_folder_is_one_red_line(app, tmp_path):
     app.index_button.click()
     assert text_of(app.index_status) == f"folder not found: {tmp_path / 'nowhere'}"
     assert "color:#b00020" in app.index_status.value and not app.index_button.disabled
+
+
+def test_a_page_that_cannot_open_is_one_red_line(monkeypatch, tmp_path):
+    monkeypatch.setenv("TEXTIMG_TEXT_MODEL", str(tmp_path / "no-such-model"))
+    page_ = explore()
+    assert text_of(page_) == (f"text model '{tmp_path / 'no-such-model'}' is neither clip nor multilingual nor a "
+                              "folder holding a sentence-transformers model (TEXTIMG_TEXT_MODEL / --text-model)")
+    assert "color:#b00020" in page_.value
 
 
 def test_add_to_query_combines_a_text_with_that_photo(app):
