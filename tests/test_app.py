@@ -215,7 +215,8 @@ def served(photos, tmp_path):
     index_photos(photos, uri)
     port = free_port()
     env = {**os.environ, "TEXTIMG_PROFILE": "shapes", "TEXTIMG_DATA_DIR": str(tmp_path / "data")}
-    app = subprocess.Popen(textimg_command("app", "--uri", uri, "--collection", COLLECTION, "--port", port),
+    # relative paths, typed in the terminal or in the page, mean the folder the command runs in
+    app = subprocess.Popen(textimg_command("app", "--uri", "milvus.db", "--collection", COLLECTION, "--port", port),
                            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out, err = read_lines(app.stdout), read_lines(app.stderr)
     try:
@@ -266,7 +267,7 @@ def test_the_app_in_a_browser(served, page, photos, tmp_path):  # noqa: F811 (pa
     page.goto(url, timeout=120_000)
     query = page.locator("input[placeholder='a red circle']")
     expect(query).to_be_visible(timeout=120_000)
-    expect(status_line(page, r"^app: 121 images, model shapes-clip \(dim 128\)")).to_be_visible()
+    expect(status_line(page, r"^app: 121 images, model shapes-clip \(dim 128\), Milvus milvus.db$")).to_be_visible()
 
     query.fill("a blue square")
     page.get_by_role("button", name="Search").click()
@@ -292,7 +293,7 @@ def test_the_app_in_a_browser(served, page, photos, tmp_path):  # noqa: F811 (pa
     page.screenshot(path=SCREENSHOTS / "app_combined.png")
 
     more = new_folder(tmp_path / "more")
-    page.locator("input[placeholder^='a folder of images']").fill(str(more))
+    page.locator("input[placeholder^='a folder of images']").fill("more")  # relative to where textimg app runs
     page.get_by_role("button", name="Index").click()
     expect(page.get_by_text("indexed=40 skipped=1 unchanged=0 total=161")).to_be_visible(timeout=120_000)
     expect(page.get_by_text(f"skipped {more / 'broken.png'}: UnreadableImage: empty file (0 bytes)")).to_be_visible()
