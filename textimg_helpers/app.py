@@ -67,8 +67,7 @@ class ExploreApp:
         self.session, self.progress = session, progress
         text_encoder = session.load_text_encoder() if session.text_model != "clip" else None
         self.panel = AppPanel(session.client, session.collection_name, session.encoder, top_k=top_k,
-                              placeholder=session.query,
-                              text_encoder=text_encoder)
+                              placeholder=session.query, text_encoder=text_encoder)
         self.panel.query.layout.width = "640px"  # room for a photo's path in a combined query
         self.info = widgets.HTML()
         self.folder = widgets.Text(placeholder="a folder of images (left empty: the demo images)",
