@@ -217,6 +217,16 @@ def cmd_demo(job: Session, args) -> int:
     return 0
 
 
+def cmd_app(args) -> int:
+    """Serve the search page on 127.0.0.1 until Ctrl-C (Voila rendering the page of ``app``)."""
+    from .app_server import check_voila, serve_app
+
+    check_voila()  # before the settings are resolved: the missing package is the news
+    code = serve_app(open_job(args), args.port, args.debug, announce=lambda line: print(line, flush=True))
+    say("textimg app: stopped")
+    return code
+
+
 def cmd_serve(args) -> int:
     """Run the shared Milvus Lite service of a file in the foreground, or show or stop it."""
     from . import service
@@ -265,6 +275,12 @@ least --threshold, and the images those link to. Biggest groups first, each as
 and a last line
   groups=<n> images=<in groups> rows=<read> threshold=<t>
 The collection's stored vectors are read: no model is loaded."""
+APP_HELP = """Serve a search page at http://127.0.0.1:PORT/ (Voila renders a notebook shipped in the
+package): a query box (combined queries too), k, thumbnails with label and score (the path on hover),
+"more like this" and "add to query" under each; a folder box and an Index button (incremental, with a
+progress bar and the skipped files' reasons); near-duplicate groups; the collection's row count and
+model. It listens on 127.0.0.1 only and has no login: see the README to open it from another machine.
+It uses the same shared Milvus Lite service as the notebooks and the other commands."""
 WORKERS_HELP = "decoder processes (default: 0 = threads, on up to 4 cores; else half the cores)"
 
 
@@ -326,6 +342,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("stats", parents=[common], help="rows, model and dimension of the collection")
     p = sub.add_parser("drop", parents=[common], help="delete the collection")
     p.add_argument("--yes", action="store_true")
+    p = sub.add_parser("app", help="serve a search page on 127.0.0.1 (Voila): search, more like this, "
+                                   "index a folder, near-duplicates", description=APP_HELP)
+    p.add_argument("--uri", help="Milvus URI: a Milvus Lite file (default data/milvus.db) or http://host:19530")
+    p.add_argument("--collection", help="collection name (default: one per model, e.g. textimg_vit_b_32)")
+    p.add_argument("--model", help="CLIP name such as ViT-B/32, or a checkpoint path")
+    p.add_argument("--device", help="cpu, cuda, mps (default: auto)")
+    p.add_argument("--profile", choices=["auto", "clip", "shapes"], help="overrides TEXTIMG_PROFILE")
+    p.add_argument("--text-model", help=TEXT_MODEL_HELP)
+    p.add_argument("--port", type=int, default=8866, help="port on 127.0.0.1 (default 8866; 0: any free port)")
+    p.add_argument("--debug", action="store_true", help="show Voila's messages and, in the page, tracebacks")
+    p.set_defaults(random_weights=False)
     p = sub.add_parser("serve", help="share a Milvus Lite file between processes (runs in the foreground; "
                                      "started by itself when needed)")
     p.add_argument("--uri", help="the Milvus Lite file (default data/milvus.db)")
@@ -351,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
             build_parser().error(f"{flag} must be at least 1, not {getattr(args, option)}")
     if (getattr(args, "workers", None) or 0) < 0:
         build_parser().error(f"--workers must be 0 or more, not {args.workers}")
+    if not 0 <= getattr(args, "port", 0) <= 65535:
+        build_parser().error(f"--port must be between 0 and 65535, not {args.port}")
     if not 0 < getattr(args, "threshold", 1) <= 1:
         build_parser().error(f"--threshold is a cosine above 0 and at most 1, not {args.threshold}")
     token = Settings.from_env().milvus_token
@@ -364,6 +393,8 @@ def main(argv: list[str] | None = None) -> int:
             warnings.showwarning = lambda message, *_: say(f"textimg: warning: {redact(str(message), token)}")
             if args.command == "serve":
                 return cmd_serve(args)
+            if args.command == "app":
+                return cmd_app(args)
             return COMMANDS[args.command](open_job(args), args)
     except KeyboardInterrupt:
         say("textimg: interrupted; what was written is kept, run the same command again to continue")

@@ -1,0 +1,175 @@
+"""The page of ``textimg app``: search, "more like this", a folder to index, near-duplicates.
+
+Voilà renders ``assets/explore.ipynb``, whose one code cell is ``explore()``. The widgets and their
+logic live here, so that a test can drive the page without a browser, as with ``widgets.SearchPanel``:
+set ``app.folder.value``, press ``app.index_button.click()``, read ``app.info`` and ``app.index_status``.
+``textimg app`` (``cli.cmd_app``) starts Voilà on 127.0.0.1 and hands its options to the page's kernel
+as ``TEXTIMG_*`` variables, and the folder it was started in as ``TEXTIMG_APP_DIR`` (so a relative
+folder typed in the page means what it means in the terminal).
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from pathlib import Path
+
+import ipywidgets as widgets
+
+from .config import TextimgError
+from .duplicates import DEFAULT_THRESHOLD, find_duplicates
+from .hits import Hit
+from .store import check_collection, collection_info, count_rows
+from .widgets import SearchPanel
+
+APP_NOTEBOOK = Path(__file__).parent / "assets" / "explore.ipynb"
+START_DIR = "TEXTIMG_APP_DIR"  # set by ``textimg app``: the kernel works in the folder the command ran in
+ERROR_COLOUR = "#b00020"
+MAX_SKIPPED_SHOWN, MAX_GROUPS_SHOWN, MAX_GROUP_IMAGES_SHOWN = 20, 20, 12
+
+
+def status_html(text: str, error: bool = False) -> str:
+    """One line of text, in red for an error (the panel's status line looks the same)."""
+    colour = ERROR_COLOUR if error else "#444"
+    return f'<span style="color:{colour}">{html.escape(text)}</span>'
+
+
+def error_text(exc: BaseException) -> str:
+    """The first line of an error, as the CLI prints it (with the type when it is not one of ours)."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, TextimgError):
+        return first or type(exc).__name__
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+class AppPanel(SearchPanel):
+    """The search panel with an "add to query" button under each result: it appends `` + <path>`` to
+    the query box, to combine that image with words (``a circle + /photos/blue_square.png - a square``)."""
+
+    def result_card(self, hit: Hit) -> widgets.VBox:
+        card = super().result_card(hit)
+        add = widgets.Button(description="add to query", layout=widgets.Layout(width=f"{self.thumb_size}px"),
+                             tooltip=f"append + {hit.filepath} to the query")
+        add.on_click(lambda _button: self.add_to_query(hit))
+        card.children = (*card.children, add)
+        return card
+
+    def add_to_query(self, hit: Hit) -> None:
+        """Append the image of ``hit`` to the query box as a term to add."""
+        text = self.query.value.strip()
+        self.query.value = f"{text} + {hit.filepath}" if text else hit.filepath
+
+
+class ExploreApp:
+    """The whole page: the collection's line, the search panel, indexing a folder, near-duplicates."""
+
+    def __init__(self, session, top_k: int = 8, progress: bool = True):
+        self.session, self.progress = session, progress
+        text_encoder = session.load_text_encoder() if session.text_model != "clip" else None
+        self.panel = AppPanel(session.client, session.collection_name, session.encoder, top_k=top_k,
+                              placeholder=session.query, text_encoder=text_encoder)
+        self.panel.query.layout.width = "640px"  # room for a photo's path in a combined query
+        self.info = widgets.HTML()
+        self.folder = widgets.Text(placeholder="a folder of images (left empty: the demo images)",
+                                   description="Folder", layout=widgets.Layout(width="420px"))
+        self.index_button = widgets.Button(description="Index", icon="plus")
+        self.index_progress = widgets.Output()  # tqdm's notebook progress bar lands here
+        self.index_status = widgets.HTML()
+        self.threshold = widgets.BoundedFloatText(value=DEFAULT_THRESHOLD, min=0.5, max=1.0, step=0.01,
+                                                  description="threshold", layout=widgets.Layout(width="180px"))
+        self.duplicates_button = widgets.Button(description="Find near-duplicates", icon="clone",
+                                                layout=widgets.Layout(width="200px"))
+        self.duplicates_status = widgets.HTML()
+        self.groups = widgets.VBox()
+        self.index_button.on_click(lambda _button: self.index())
+        self.duplicates_button.on_click(lambda _button: self.show_duplicates())
+        self.show_info()
+
+    @property
+    def widget(self) -> widgets.VBox:
+        """The page, to display in the notebook's cell."""
+        heading = lambda text: widgets.HTML(f"<h3>{text}</h3>")  # noqa: E731
+        return widgets.VBox([
+            self.info, self.panel.widget,
+            heading("Add images"), widgets.HBox([self.folder, self.index_button]), self.index_progress,
+            self.index_status,
+            heading("Near-duplicates"), widgets.HBox([self.threshold, self.duplicates_button]),
+            self.duplicates_status, self.groups])
+
+    def show_info(self) -> None:
+        """The top line: the collection, its row count and model, where Milvus is (or in red what is wrong)."""
+        session, client, name = self.session, self.session.client, self.session.collection_name
+        try:
+            if not client.has_collection(name):
+                text = f"{name}: no images yet; index a folder below (press Index with no folder for the demo images)"
+            else:
+                check_collection(client, name, session.model_name)
+                info = collection_info(client, name)
+                text = (f"{name}: {count_rows(client, name)} images, model {info['model']} (dim {info['dim']}), "
+                        f"Milvus {session.settings.uri}")
+        except Exception as exc:  # the page shows errors as one red line, never a traceback
+            self.info.value = status_html(error_text(exc), error=True)
+            return
+        self.info.value = status_html(text)
+
+    def index(self) -> None:
+        """Index the folder box's folder (empty: the profile's demo images) incrementally, with a
+        progress bar; then the summary, each skipped file with its reason, and the new row count."""
+        folder = self.folder.value.strip()
+        self.index_button.disabled = True
+        self.index_progress.clear_output()
+        self.index_status.value = status_html(f"indexing {folder or 'the demo images'} ...")
+        with self.index_progress:  # an Output swallows an exception raised in it: catch it here
+            try:
+                report, failure = self.session.index(folder or None, progress=self.progress, verbose=False), None
+            except Exception as exc:
+                report, failure = None, exc
+        self.index_button.disabled = False
+        if failure is not None:
+            self.index_status.value = status_html(error_text(failure), error=True)
+        else:
+            self.index_status.value = report_html(report)
+        self.show_info()
+
+    def show_duplicates(self) -> None:
+        """Groups of near-duplicates at the threshold box's cosine, one row of thumbnails per group."""
+        threshold = self.threshold.value
+        try:
+            groups, n_rows = find_duplicates(self.session.client, self.session.collection_name, threshold)
+        except Exception as exc:
+            self.duplicates_status.value = status_html(error_text(exc), error=True)
+            return
+        shown = groups[:MAX_GROUPS_SHOWN]
+        self.groups.children = [self.group_row(number, group) for number, group in enumerate(shown, 1)]
+        text = (f"groups={len(groups)} images={sum(map(len, groups))} rows={n_rows} threshold={threshold:g}"
+                + (f" (the first {len(shown)} groups shown)" if len(shown) < len(groups) else ""))
+        self.duplicates_status.value = status_html(text)
+
+    def group_row(self, number: int, group: list[Hit]) -> widgets.VBox:
+        """``group N: M images`` over a row of the group's cards (score: cosine to the first image)."""
+        cards = [self.panel.result_card(hit) for hit in group[:MAX_GROUP_IMAGES_SHOWN]]
+        more = f" (the first {len(cards)} shown)" if len(cards) < len(group) else ""
+        title = widgets.HTML(f"<b>group {number}: {len(group)} images</b>{more}")
+        return widgets.VBox([title, widgets.HBox(cards, layout=widgets.Layout(overflow_x="auto", grid_gap="8px"))])
+
+
+def report_html(report) -> str:
+    """An indexing report as the CLI prints it: the skipped files with their reasons, then the summary."""
+    lines = [f"skipped {path}: {reason}" for path, reason in report.skipped[:MAX_SKIPPED_SHOWN]]
+    if len(report.skipped) > MAX_SKIPPED_SHOWN:
+        lines.append(f"... and {len(report.skipped) - MAX_SKIPPED_SHOWN} more skipped files")
+    if report.removed:
+        lines.append(f"removed {report.removed} rows of files no longer in the folder or no longer readable")
+    return "<br>".join([f"<b>{html.escape(report.summary())}</b>"] + [html.escape(line) for line in lines])
+
+
+def explore(top_k: int = 8) -> widgets.Widget:
+    """The page's one cell: a session from the ``TEXTIMG_*`` settings, then the app (or one red line)."""
+    from .session import open_session
+
+    if os.environ.get(START_DIR):
+        os.chdir(os.environ[START_DIR])
+    try:
+        return ExploreApp(open_session(index=False), top_k).widget
+    except Exception as exc:  # a bad setting, a model that does not load, Milvus out of reach
+        return widgets.HTML(status_html(error_text(exc), error=True))
