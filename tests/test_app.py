@@ -292,6 +292,11 @@ def test_the_app_in_a_browser(served, page, photos, tmp_path):  # noqa: F811 (pa
     assert labels(page)[:3] == ["blue_circle"] * 3, labels(page)
     page.screenshot(path=SCREENSHOTS / "app_combined.png")
 
+    clicked = page.locator(".widget-gridbox span[title]").nth(4).get_attribute("title")
+    page.locator(".widget-gridbox img").nth(4).click()  # a click on the picture itself: more like this
+    expect(status_line(page, rf"^top 8 like {re.escape(Path(clicked).name)}$")).to_be_visible(timeout=60_000)
+    assert page.locator(".widget-gridbox span[title]").first.get_attribute("title") == clicked
+
     more = new_folder(tmp_path / "more")
     page.locator("input[placeholder^='a folder of images']").fill("more")  # relative to where textimg app runs
     page.get_by_role("button", name="Index").click()

@@ -67,6 +67,17 @@ def test_more_like_this_puts_that_image_first(panel):
     assert status(panel) == f"top 4 like {os.path.basename(chosen.filepath)}"
 
 
+def test_a_click_on_a_thumbnail_is_more_like_this(panel):
+    panel.query.value = "a blue square"
+    panel.k.value = 4
+    panel.submit.click()
+    chosen = panel.hits[2]
+    image = panel.results.children[2].children[0]
+    image._textimg_click._handle_mouse_msg(None, {"type": "click"}, [])  # what ipyevents sends on a click
+    assert panel.hits[0].filepath == chosen.filepath
+    assert status(panel) == f"top 4 like {os.path.basename(chosen.filepath)}"
+
+
 def test_empty_query_shows_an_error_and_keeps_the_results(panel):
     panel.query.value = "a red circle"
     panel.submit.click()

@@ -17,6 +17,11 @@ from typing import Callable
 
 import ipywidgets as widgets
 
+try:  # clicks on a thumbnail (the buttons do the same where it is missing)
+    from ipyevents import Event
+except ImportError:  # pragma: no cover
+    Event = None
+
 from .combine import describe_terms, parse_expression, search_by_terms
 from .hits import Hit
 from .search import search_by_image
@@ -52,7 +57,8 @@ class SearchPanel:
     @property
     def widget(self) -> widgets.VBox:
         """The whole panel, to display in a notebook cell."""
-        return widgets.VBox([widgets.HBox([self.query, self.k, self.submit]), self.status, self.results])
+        return widgets.VBox([widgets.HBox([self.query, self.k, self.submit]), self.status, self.results,
+                             widgets.HTML("<style>.textimg-thumb { cursor: pointer; }</style>")])
 
     @property
     def more_buttons(self) -> list[widgets.Button]:
@@ -103,6 +109,11 @@ class SearchPanel:
                                f"{html.escape(hit.label)} {hit.score:.3f}</span>")
         more = widgets.Button(description="more like this", layout=widgets.Layout(width=f"{self.thumb_size}px"))
         more.on_click(lambda _button: self.more_like(hit))
+        if Event is not None:  # a click on the picture is "more like this" too
+            image.add_class("textimg-thumb")
+            click = Event(source=image, watched_events=["click"])
+            click.on_dom_event(lambda _event: self.more_like(hit))
+            image._textimg_click = click  # lives as long as its card
         return widgets.VBox([image, caption, more])
 
     def show_status(self, text: str, error: bool = False) -> None:
