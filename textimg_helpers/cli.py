@@ -33,7 +33,7 @@ def open_job(args) -> Session:
 def cmd_index(job: Session, args) -> int:
     from .ingest import index_folder
 
-    report = index_folder(job.connect(), job.collection_name, args.folder, job.load_encoder,
+    report = index_folder(job.connect(), job.collection_name, args.folder, load_encoder=job.load_encoder,
                           model=job.model_name, batch_size=args.batch_size, write_every=args.write_every,
                           num_workers=args.workers, progress=not args.quiet, verbose=not args.quiet,
                           remove_missing=not args.keep_missing)

@@ -19,7 +19,7 @@ with warnings.catch_warnings():  # openai/CLIP imports pkg_resources
     from clip.model import CLIP
 
 from .config import CLIP_CACHE, TextimgError, check_model, model_name
-from .data import host_reachable
+from .data import host_reachable, pixels, read_query_image  # noqa: F401 (pixels: the reader's step, kept here too)
 
 CONTEXT_LENGTH = 77
 RANDOM_SEED = 0
@@ -147,25 +147,7 @@ def encode_queries(encoder: Encoder, queries: Sequence[str], templates: Sequence
 
 def encode_image_file(encoder: Encoder, image_path: str | os.PathLike) -> np.ndarray:
     """The unit vector of the image at ``image_path``, shape (1, dim); one readable error if it cannot be read."""
-    from .data import read_query_image
-
     return encoder.encode_images([read_query_image(image_path, max_side=2 * encoder.resolution)])
-
-
-def pixels(img, size: int = 224) -> np.ndarray:
-    """CLIP's resize (short side to ``size``, bicubic) and centre crop of an RGB PIL image, as a
-    (size, size, 3) uint8 array. One PIL call resizes only the part the crop keeps: the same pixels
-    as ``preprocess`` up to rounding at the crop's edges, at half its cost, and without torch, so a
-    reader thread does not compete with the model's threads."""
-    from PIL import Image
-
-    w, h = img.size
-    new_w, new_h = (size, int(size * h / w)) if w <= h else (int(size * w / h), size)  # torchvision Resize
-    top, left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))  # CenterCrop
-    sx, sy = w / new_w, h / new_h
-    box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
-    img = img if img.mode == "RGB" else img.convert("RGB")
-    return np.array(img.resize((size, size), Image.Resampling.BICUBIC, box=box))
 
 
 def normalize_pixels(batch: torch.Tensor) -> torch.Tensor:
