@@ -268,7 +268,8 @@ The collection's stored vectors are read: no model is loaded."""
 WORKERS_HELP = "decoder processes (default: 0 = threads, on up to 4 cores; else half the cores)"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def common_options() -> argparse.ArgumentParser:
+    """The options every command but ``serve`` takes: where Milvus is, which model, how verbose."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--uri", help="Milvus URI: a Milvus Lite file (default data/milvus.db) or http://host:19530")
     common.add_argument("--collection", help="collection name (default: one per model, e.g. textimg_vit_b_32)")
@@ -279,19 +280,30 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--device", help="cpu, cuda, mps (default: auto)")
     common.add_argument("--debug", action="store_true", help="show tracebacks")
     common.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    parser = argparse.ArgumentParser(prog="textimg", description="Text-to-image search with CLIP and Milvus.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", parents=[common], help="index the profile's images and run its query")
+    return common
+
+
+def add_reading_options(p: argparse.ArgumentParser) -> None:
+    """``--batch-size`` and ``--workers``, for the commands that index images."""
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, help=WORKERS_HELP)
+
+
+def add_index_commands(sub, common) -> None:
+    """``demo`` and ``index``."""
+    p = sub.add_parser("demo", parents=[common], help="index the profile's images and run its query")
+    add_reading_options(p)
     p = sub.add_parser("index", parents=[common], help="index a folder of images (incremental)")
     p.add_argument("folder")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, help=WORKERS_HELP)
+    add_reading_options(p)
     p.add_argument("--write-every", type=int, default=256,
                    help="rows per write to Milvus (default 256; fewer loses less work if the run is killed)")
     p.add_argument("--keep-missing", action="store_true",
                    help="keep the rows of files that are no longer in FOLDER (default: remove them)")
+
+
+def add_search_commands(sub, common) -> None:
+    """``search`` (text, or combined terms) and ``similar`` (an example image)."""
     for name, target, helptext in (("search", "query", "search by text (and images: combined queries)"),
                                    ("similar", "image", "search by example image")):
         p = sub.add_parser(name, parents=[common], help=helptext, epilog=TERMS_HELP if name == "search" else None)
@@ -300,13 +312,17 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="print only a JSON list of hits")
         p.add_argument("--grid", help="also write a PNG grid of the results here")
         p.add_argument("--where", default="", help='Milvus filter, e.g. \'label == "red_circle"\'')
-        if name == "search":
-            p.add_argument("--ensemble", action="store_true", help="average several prompt templates")
-            p.add_argument("--text-model", help=TEXT_MODEL_HELP)
-            p.add_argument("--plus", action="append", default=[], metavar="TERM",
-                           help="add a text or an image file to the query (repeatable)")
-            p.add_argument("--minus", action="append", default=[], metavar="TERM",
-                           help="subtract a text or an image file from the query (repeatable)")
+    search = sub.choices["search"]
+    search.add_argument("--ensemble", action="store_true", help="average several prompt templates")
+    search.add_argument("--text-model", help=TEXT_MODEL_HELP)
+    search.add_argument("--plus", action="append", default=[], metavar="TERM",
+                        help="add a text or an image file to the query (repeatable)")
+    search.add_argument("--minus", action="append", default=[], metavar="TERM",
+                        help="subtract a text or an image file from the query (repeatable)")
+
+
+def add_collection_commands(sub, common) -> None:
+    """``duplicates``, ``eval``, ``stats`` and ``drop``: commands about a collection."""
     p = sub.add_parser("duplicates", parents=[common], help="groups of near-duplicate images (no model loaded)",
                        description=DUPLICATES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threshold", type=float, default=0.95,
@@ -321,11 +337,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lang", help="queries in one or several of en,de,pt,ru,ar (comma-separated): a table per "
                                   "language (labels must be in the language table, e.g. red_circle)")
     p.add_argument("--text-model", help=TEXT_MODEL_HELP)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, help=WORKERS_HELP)
+    add_reading_options(p)
     sub.add_parser("stats", parents=[common], help="rows, model and dimension of the collection")
     p = sub.add_parser("drop", parents=[common], help="delete the collection")
     p.add_argument("--yes", action="store_true")
+
+
+def add_serve_command(sub) -> None:
+    """``serve``: it takes no model or collection, only the Lite file."""
     p = sub.add_parser("serve", help="share a Milvus Lite file between processes (runs in the foreground; "
                                      "started by itself when needed)")
     p.add_argument("--uri", help="the Milvus Lite file (default data/milvus.db)")
@@ -335,6 +354,16 @@ def build_parser() -> argparse.ArgumentParser:
     action.add_argument("--status", action="store_true", help="say whether and where it is served (exit 3 if not)")
     action.add_argument("--stop", action="store_true", help="stop the service of the file")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="textimg", description="Text-to-image search with CLIP and Milvus.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    common = common_options()
+    add_index_commands(sub, common)
+    add_search_commands(sub, common)
+    add_collection_commands(sub, common)
+    add_serve_command(sub)
     return parser
 
 
@@ -342,9 +371,8 @@ COMMANDS = {"demo": cmd_demo, "index": cmd_index, "search": cmd_search, "similar
             "duplicates": cmd_duplicates, "stats": cmd_stats, "drop": cmd_drop, "eval": cmd_eval}
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run one command; errors print one readable line (a traceback only with ``--debug``)."""
-    args = build_parser().parse_args(argv)
+def check_numbers(args) -> None:
+    """Refuse out-of-range numeric options the way argparse refuses bad ones (exit 2, usage)."""
     for option in ("batch_size", "k", "write_every"):
         if getattr(args, option, 1) < 1:
             flag = "-k" if option == "k" else "--" + option.replace("_", "-")
@@ -353,18 +381,20 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().error(f"--workers must be 0 or more, not {args.workers}")
     if not 0 < getattr(args, "threshold", 1) <= 1:
         build_parser().error(f"--threshold is a cosine above 0 and at most 1, not {args.threshold}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; errors print one readable line (a traceback only with ``--debug``)."""
+    args = build_parser().parse_args(argv)
+    check_numbers(args)
     token = Settings.from_env().milvus_token
-    # pymilvus logs each failed call with a traceback; our error line says it all, except with --debug
-    loggers = [logging.getLogger(name) for name in ("pymilvus", "pymilvus.milvus_client")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.DEBUG if args.debug else logging.CRITICAL)
+    from .milvus import pymilvus_log_level  # pymilvus is imported once the arguments are known good
+
     try:
-        with warnings.catch_warnings():  # warnings as one line on stderr, like errors
+        # pymilvus logs each failed call with a traceback; our error line says it all, except with --debug
+        with pymilvus_log_level(logging.DEBUG if args.debug else logging.CRITICAL), warnings.catch_warnings():
             warnings.showwarning = lambda message, *_: say(f"textimg: warning: {redact(str(message), token)}")
-            if args.command == "serve":
-                return cmd_serve(args)
-            return COMMANDS[args.command](open_job(args), args)
+            return run_command(args)
     except KeyboardInterrupt:
         say("textimg: interrupted; what was written is kept, run the same command again to continue")
         return 130
@@ -374,14 +404,23 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # one line for the user, never the token
         if args.debug:
             raise
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if not isinstance(exc, TextimgError):
-            text = f"{type(exc).__name__}: {text} (run with --debug for the traceback)"
-        say(f"textimg: error: {redact(text, token)}")
+        say(f"textimg: error: {redact(error_line(exc), token)}")
         return 1
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
+
+
+def run_command(args) -> int:
+    """The command's function, with its session (``serve`` has none)."""
+    if args.command == "serve":
+        return cmd_serve(args)
+    return COMMANDS[args.command](open_job(args), args)
+
+
+def error_line(exc: Exception) -> str:
+    """The first line of an error; for one that is not ours, its type and where to find more."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if not isinstance(exc, TextimgError):
+        text = f"{type(exc).__name__}: {text} (run with --debug for the traceback)"
+    return text
 
 
 def redact(text: str, secret: str) -> str:
