@@ -1,4 +1,9 @@
-"""The ``textimg`` command line (also ``python -m textimg_helpers``)."""
+"""The ``textimg`` command line (also ``python -m textimg_helpers``).
+
+One ``cmd_<name>(job, args)`` per command, and the parser built beside them. Each command imports the
+stages it needs when it runs, so that no command pays for what it does not use: torch only where a
+model is loaded, pymilvus once the arguments are known good, matplotlib only for a grid.
+"""
 
 from __future__ import annotations
 

@@ -65,9 +65,9 @@ class Encoder:
     preprocess: Callable
     device: str
     name: str
-    # Image encoder under bfloat16 autocast. None: not decided yet (a CPU with bf16 instructions, where
-    # bf16 was 3-4x faster than fp32 on one machine and 0.6x on another): the first batch of at least
-    # 2 * TRIAL_IMAGES images decides, see ``choose_precision``.
+    # Image encoder under bfloat16 autocast. None: not decided yet (a CPU with bf16 instructions may
+    # run bf16 faster or slower than fp32): the first batch of at least 2 * TRIAL_IMAGES images
+    # decides, see ``choose_precision``.
     bf16: bool | None = False
     trials: dict = field(default_factory=dict, repr=False)  # seconds per image, {bf16: ...}
 
@@ -127,7 +127,7 @@ class Encoder:
             check_query(text)
         tokens = clip.tokenize(texts, context_length=CONTEXT_LENGTH, truncate=True)
         # The text transformer is causal: padding after the end token never changes its output, so
-        # encode only up to the longest caption (same vectors, ~10x less work for a short query).
+        # encode only up to the longest caption (same vectors, less work the shorter the captions).
         tokens = tokens[:, :int(tokens.argmax(dim=-1).max()) + 1]
         with torch.inference_mode():
             embs = self.model.encode_text(tokens.to(self.device))
@@ -191,8 +191,8 @@ def load_encoder(model: str, device: str = "auto", random_weights: bool = False,
 
 def use_bf16(device: str) -> bool | None:
     """bfloat16 for images on a CPU with bf16 instructions (cosine to fp32 above 0.99): ``None``, to
-    be decided by timing (measured 3-4x faster than fp32 on an AMD EPYC, 0.6x on an Intel Xeon without
-    AMX). ``TEXTIMG_BF16=0`` turns it off, ``TEXTIMG_BF16=1`` on."""
+    be decided by timing, since such a CPU may compute bf16 natively or merely emulate it.
+    ``TEXTIMG_BF16=0`` turns it off, ``TEXTIMG_BF16=1`` on."""
     choice = os.environ.get("TEXTIMG_BF16", "auto")
     if device != "cpu" or choice == "0":
         return False
