@@ -113,20 +113,10 @@ def save_grid(hits, path, title=None) -> None:
 
 
 def cmd_eval(job: Session, args) -> int:
-    from .evaluate import PHOTO_TEMPLATE, TEMPLATE_SETS, check_labels_translate, compare_templates, evaluate, labelled_images
+    from .evaluate import PHOTO_TEMPLATE, TEMPLATE_SETS, compare_templates, evaluate
     from .ingest import index_folder
-    from .languages import check_langs
 
-    if args.template and "{}" not in args.template:
-        raise TextimgError(f"--template needs a {{}} where the label goes, e.g. 'a photo of a {{}}', "
-                           f"not {args.template!r}")
-    langs = check_langs(args.lang) if args.lang else None
-    if langs:  # before any work: every label must have a query in every language
-        check_labels_translate(labelled_images(args.folder), langs)
-    if job.model_name != job.query_model_name:
-        raise TextimgError(f"--text-model {job.text_model} reads queries into {job.query_model_name}'s space, but "
-                           f"the images would be encoded with {job.model_name}: use --profile clip "
-                           f"(or --model {job.query_model_name}) without --random-weights")
+    langs = check_eval_options(job, args)
     # labelled test images get a collection of their own, so they never turn up in searches of your photos
     collection = job.settings.collection_name or default_collection(job.model_name) + "_eval"
     client, encoder = job.connect(), job.load_encoder()
@@ -147,6 +137,25 @@ def cmd_eval(job: Session, args) -> int:
     templates = TEMPLATE_SETS["ensemble"] if args.ensemble else (args.template or PHOTO_TEMPLATE,)
     print(evaluate(client, collection, text_encoder, args.folder, templates, progress=not args.quiet))
     return 0
+
+
+def check_eval_options(job: Session, args) -> list[str] | None:
+    """Refuse, before any work, a template without ``{}``, a language that cannot phrase every label,
+    or a text model whose space is not the image model's; returns the languages of ``--lang``."""
+    from .evaluate import check_labels_translate, labelled_images
+    from .languages import check_langs
+
+    if args.template and "{}" not in args.template:
+        raise TextimgError(f"--template needs a {{}} where the label goes, e.g. 'a photo of a {{}}', "
+                           f"not {args.template!r}")
+    langs = check_langs(args.lang) if args.lang else None
+    if langs:
+        check_labels_translate(labelled_images(args.folder), langs)
+    if job.model_name != job.query_model_name:
+        raise TextimgError(f"--text-model {job.text_model} reads queries into {job.query_model_name}'s space, but "
+                           f"the images would be encoded with {job.model_name}: use --profile clip "
+                           f"(or --model {job.query_model_name}) without --random-weights")
+    return langs
 
 
 def print_language_table(client, collection, folder, langs, text_encoder, encoder, job, args) -> int:
