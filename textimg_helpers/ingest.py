@@ -17,7 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
@@ -26,8 +26,8 @@ from .data import IMAGE_EXTENSIONS, check_image, folder_root, label_for, list_im
 from .store import (check_collection, count_rows, create_collection, fetch_file_stats, folder_filter, path_id,
                     rows_under, upsert_rows)
 
-# The reader, the encoder and the writer are typed loosely: torch (and so ``encoders``) is imported
-# only when there is something to encode.
+if TYPE_CHECKING:  # torch, and so ``encoders``, is imported only where there is something to encode
+    from .encoders import Encoder
 
 
 @dataclass
@@ -94,8 +94,8 @@ def timed(stage_seconds: dict, stage: str):
 
 # The plan: which files to encode, which rows to remove -------------------------------------------
 
-def index_folder(client, collection_name: str, folder: str | os.PathLike, encoder=None, *,
-                 load_encoder: Callable[[], object] | None = None, model: str | None = None,
+def index_folder(client, collection_name: str, folder: str | os.PathLike, encoder: Encoder | None = None, *,
+                 load_encoder: Callable[[], Encoder] | None = None, model: str | None = None,
                  remove_missing: bool = True, batch_size: int = 32, num_workers: int | None = None,
                  write_every: int = 256, progress: bool = True, verbose: bool = True) -> IngestReport:
     """Index the images under ``folder`` into ``collection_name``, incrementally: files already indexed
@@ -185,7 +185,7 @@ def skip_reason(exc: Exception) -> str:
 
 # The runner: reader -> encoder -> writer ----------------------------------------------------------
 
-def ingest(client, collection_name: str, encoder, plan: IngestPlan, *, batch_size: int = 32,
+def ingest(client, collection_name: str, encoder: Encoder | None, plan: IngestPlan, *, batch_size: int = 32,
            num_workers: int | None = None, write_every: int = 256, progress: bool = True,
            verbose: bool = True) -> IngestReport:
     """Carry out ``plan``: remove the rows it names, encode ``plan.todo`` in batches and write the rows."""
@@ -206,7 +206,7 @@ def ingest(client, collection_name: str, encoder, plan: IngestPlan, *, batch_siz
     return report
 
 
-def run(batches: Iterator, encoder, writer: "Writer", files: list[FileInfo], progress: bool = True,
+def run(batches: Iterator, encoder: Encoder, writer: Writer, files: list[FileInfo], progress: bool = True,
         verbose: bool = True) -> None:
     """Per batch: take it from the reader, encode its good images, hand the rows to the writer
     (each stage timed); a file the reader could not decode is skipped, and said so with ``verbose``."""
