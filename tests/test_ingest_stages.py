@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import noise, square, truncated
-from textimg_helpers.ingest import FileInfo, IngestReport, Writer, read_batches, row_for, run
+from textimg_helpers.ingest import FileInfo, IngestReport, Writer, index_folder, read_batches, row_for, run
 from textimg_helpers.milvus import connect
 from textimg_helpers.store import count_rows, path_id
 
@@ -130,3 +130,10 @@ def test_the_runner_keeps_paths_aligned_with_vectors_across_bad_files(client, tm
     rows = stored(client, "w")
     assert {name: int(np.argmax(rows[str(tmp_path / name)]["vector"])) for name in colours} == \
         {"red.png": 0, "green.png": 1, "blue.png": 2}
+
+
+def test_index_folder_takes_an_encoder_or_a_way_to_load_one_not_both(client, tmp_path):
+    with pytest.raises(TypeError, match="exactly one of encoder and load_encoder"):
+        index_folder(client, "w", tmp_path)
+    with pytest.raises(TypeError, match="exactly one of encoder and load_encoder"):
+        index_folder(client, "w", tmp_path, StandInEncoder(), load_encoder=StandInEncoder)

@@ -106,9 +106,10 @@ def index_folder(client, collection_name: str, folder: str | os.PathLike, encode
     the collection must have been built with): it is then called only when some new or changed file
     is not plainly unreadable, so an unchanged re-run loads no model."""
     if (encoder is None) == (load_encoder is None):
-        raise TypeError("index_folder needs an encoder or load_encoder (with model), not both")
-    plan = plan_ingestion(client, collection_name, folder, model=model or getattr(encoder, "name", None),
-                          remove_missing=remove_missing)
+        raise TypeError("index_folder needs exactly one of encoder and load_encoder")
+    if encoder is not None:
+        model = model or encoder.name
+    plan = plan_ingestion(client, collection_name, folder, model=model, remove_missing=remove_missing)
     if encoder is None:
         screen_files(plan)
         encoder = load_encoder() if plan.todo else None
