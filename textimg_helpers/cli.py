@@ -1,4 +1,9 @@
-"""The ``textimg`` command line (also ``python -m textimg_helpers``)."""
+"""The ``textimg`` command line (also ``python -m textimg_helpers``).
+
+One ``cmd_<name>(job, args)`` per command, and the parser built beside them. Each command imports the
+stages it needs when it runs, so that no command pays for what it does not use: torch only where a
+model is loaded, pymilvus once the arguments are known good, matplotlib only for a grid.
+"""
 
 from __future__ import annotations
 
@@ -33,7 +38,7 @@ def open_job(args) -> Session:
 def cmd_index(job: Session, args) -> int:
     from .ingest import index_folder
 
-    report = index_folder(job.connect(), job.collection_name, args.folder, job.load_encoder,
+    report = index_folder(job.connect(), job.collection_name, args.folder, load_encoder=job.load_encoder,
                           model=job.model_name, batch_size=args.batch_size, write_every=args.write_every,
                           num_workers=args.workers, progress=not args.quiet, verbose=not args.quiet,
                           remove_missing=not args.keep_missing)
@@ -108,20 +113,10 @@ def save_grid(hits, path, title=None) -> None:
 
 
 def cmd_eval(job: Session, args) -> int:
-    from .evaluate import PHOTO_TEMPLATE, TEMPLATE_SETS, check_labels_translate, compare_templates, evaluate, labelled_images
+    from .evaluate import PHOTO_TEMPLATE, TEMPLATE_SETS, compare_templates, evaluate
     from .ingest import index_folder
-    from .languages import check_langs
 
-    if args.template and "{}" not in args.template:
-        raise TextimgError(f"--template needs a {{}} where the label goes, e.g. 'a photo of a {{}}', "
-                           f"not {args.template!r}")
-    langs = check_langs(args.lang) if args.lang else None
-    if langs:  # before any work: every label must have a query in every language
-        check_labels_translate(labelled_images(args.folder), langs)
-    if job.model_name != job.query_model_name:
-        raise TextimgError(f"--text-model {job.text_model} reads queries into {job.query_model_name}'s space, but "
-                           f"the images would be encoded with {job.model_name}: use --profile clip "
-                           f"(or --model {job.query_model_name}) without --random-weights")
+    langs = check_eval_options(job, args)
     # labelled test images get a collection of their own, so they never turn up in searches of your photos
     collection = job.settings.collection_name or default_collection(job.model_name) + "_eval"
     client, encoder = job.connect(), job.load_encoder()
@@ -142,6 +137,25 @@ def cmd_eval(job: Session, args) -> int:
     templates = TEMPLATE_SETS["ensemble"] if args.ensemble else (args.template or PHOTO_TEMPLATE,)
     print(evaluate(client, collection, text_encoder, args.folder, templates, progress=not args.quiet))
     return 0
+
+
+def check_eval_options(job: Session, args) -> list[str] | None:
+    """Refuse, before any work, a template without ``{}``, a language that cannot phrase every label,
+    or a text model whose space is not the image model's; returns the languages of ``--lang``."""
+    from .evaluate import check_labels_translate, labelled_images
+    from .languages import check_langs
+
+    if args.template and "{}" not in args.template:
+        raise TextimgError(f"--template needs a {{}} where the label goes, e.g. 'a photo of a {{}}', "
+                           f"not {args.template!r}")
+    langs = check_langs(args.lang) if args.lang else None
+    if langs:
+        check_labels_translate(labelled_images(args.folder), langs)
+    if job.model_name != job.query_model_name:
+        raise TextimgError(f"--text-model {job.text_model} reads queries into {job.query_model_name}'s space, but "
+                           f"the images would be encoded with {job.model_name}: use --profile clip "
+                           f"(or --model {job.query_model_name}) without --random-weights")
+    return langs
 
 
 def print_language_table(client, collection, folder, langs, text_encoder, encoder, job, args) -> int:
@@ -284,7 +298,8 @@ It uses the same shared Milvus Lite service as the notebooks and the other comma
 WORKERS_HELP = "decoder processes (default: 0 = threads, on up to 4 cores; else half the cores)"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def common_options() -> argparse.ArgumentParser:
+    """The options every command but ``serve`` takes: where Milvus is, which model, how verbose."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--uri", help="Milvus URI: a Milvus Lite file (default data/milvus.db) or http://host:19530")
     common.add_argument("--collection", help="collection name (default: one per model, e.g. textimg_vit_b_32)")
@@ -295,19 +310,30 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--device", help="cpu, cuda, mps (default: auto)")
     common.add_argument("--debug", action="store_true", help="show tracebacks")
     common.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    parser = argparse.ArgumentParser(prog="textimg", description="Text-to-image search with CLIP and Milvus.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", parents=[common], help="index the profile's images and run its query")
+    return common
+
+
+def add_reading_options(p: argparse.ArgumentParser) -> None:
+    """``--batch-size`` and ``--workers``, for the commands that index images."""
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, help=WORKERS_HELP)
+
+
+def add_index_commands(sub, common) -> None:
+    """``demo`` and ``index``."""
+    p = sub.add_parser("demo", parents=[common], help="index the profile's images and run its query")
+    add_reading_options(p)
     p = sub.add_parser("index", parents=[common], help="index a folder of images (incremental)")
     p.add_argument("folder")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, help=WORKERS_HELP)
+    add_reading_options(p)
     p.add_argument("--write-every", type=int, default=256,
                    help="rows per write to Milvus (default 256; fewer loses less work if the run is killed)")
     p.add_argument("--keep-missing", action="store_true",
                    help="keep the rows of files that are no longer in FOLDER (default: remove them)")
+
+
+def add_search_commands(sub, common) -> None:
+    """``search`` (text, or combined terms) and ``similar`` (an example image)."""
     for name, target, helptext in (("search", "query", "search by text (and images: combined queries)"),
                                    ("similar", "image", "search by example image")):
         p = sub.add_parser(name, parents=[common], help=helptext, epilog=TERMS_HELP if name == "search" else None)
@@ -316,13 +342,17 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="print only a JSON list of hits")
         p.add_argument("--grid", help="also write a PNG grid of the results here")
         p.add_argument("--where", default="", help='Milvus filter, e.g. \'label == "red_circle"\'')
-        if name == "search":
-            p.add_argument("--ensemble", action="store_true", help="average several prompt templates")
-            p.add_argument("--text-model", help=TEXT_MODEL_HELP)
-            p.add_argument("--plus", action="append", default=[], metavar="TERM",
-                           help="add a text or an image file to the query (repeatable)")
-            p.add_argument("--minus", action="append", default=[], metavar="TERM",
-                           help="subtract a text or an image file from the query (repeatable)")
+    search = sub.choices["search"]
+    search.add_argument("--ensemble", action="store_true", help="average several prompt templates")
+    search.add_argument("--text-model", help=TEXT_MODEL_HELP)
+    search.add_argument("--plus", action="append", default=[], metavar="TERM",
+                        help="add a text or an image file to the query (repeatable)")
+    search.add_argument("--minus", action="append", default=[], metavar="TERM",
+                        help="subtract a text or an image file from the query (repeatable)")
+
+
+def add_collection_commands(sub, common) -> None:
+    """``duplicates``, ``eval``, ``stats`` and ``drop``: commands about a collection."""
     p = sub.add_parser("duplicates", parents=[common], help="groups of near-duplicate images (no model loaded)",
                        description=DUPLICATES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threshold", type=float, default=0.95,
@@ -337,11 +367,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lang", help="queries in one or several of en,de,pt,ru,ar (comma-separated): a table per "
                                   "language (labels must be in the language table, e.g. red_circle)")
     p.add_argument("--text-model", help=TEXT_MODEL_HELP)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, help=WORKERS_HELP)
+    add_reading_options(p)
     sub.add_parser("stats", parents=[common], help="rows, model and dimension of the collection")
     p = sub.add_parser("drop", parents=[common], help="delete the collection")
     p.add_argument("--yes", action="store_true")
+
+
+def add_app_command(sub) -> None:
+    """``app``: the search page; it takes the session's options, not the index options."""
     p = sub.add_parser("app", help="serve a search page on 127.0.0.1 (Voila): search, more like this, "
                                    "index a folder, near-duplicates", description=APP_HELP)
     p.add_argument("--uri", help="Milvus URI: a Milvus Lite file (default data/milvus.db) or http://host:19530")
@@ -353,6 +386,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8866, help="port on 127.0.0.1 (default 8866; 0: any free port)")
     p.add_argument("--debug", action="store_true", help="show Voila's messages and, in the page, tracebacks")
     p.set_defaults(random_weights=False)
+
+
+def add_serve_command(sub) -> None:
+    """``serve``: it takes no model or collection, only the Lite file."""
     p = sub.add_parser("serve", help="share a Milvus Lite file between processes (runs in the foreground; "
                                      "started by itself when needed)")
     p.add_argument("--uri", help="the Milvus Lite file (default data/milvus.db)")
@@ -362,6 +399,17 @@ def build_parser() -> argparse.ArgumentParser:
     action.add_argument("--status", action="store_true", help="say whether and where it is served (exit 3 if not)")
     action.add_argument("--stop", action="store_true", help="stop the service of the file")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="textimg", description="Text-to-image search with CLIP and Milvus.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    common = common_options()
+    add_index_commands(sub, common)
+    add_search_commands(sub, common)
+    add_collection_commands(sub, common)
+    add_serve_command(sub)
+    add_app_command(sub)
     return parser
 
 
@@ -369,9 +417,8 @@ COMMANDS = {"demo": cmd_demo, "index": cmd_index, "search": cmd_search, "similar
             "duplicates": cmd_duplicates, "stats": cmd_stats, "drop": cmd_drop, "eval": cmd_eval}
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run one command; errors print one readable line (a traceback only with ``--debug``)."""
-    args = build_parser().parse_args(argv)
+def check_numbers(args) -> None:
+    """Refuse out-of-range numeric options the way argparse refuses bad ones (exit 2, usage)."""
     for option in ("batch_size", "k", "write_every"):
         if getattr(args, option, 1) < 1:
             flag = "-k" if option == "k" else "--" + option.replace("_", "-")
@@ -382,20 +429,20 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().error(f"--port must be between 0 and 65535, not {args.port}")
     if not 0 < getattr(args, "threshold", 1) <= 1:
         build_parser().error(f"--threshold is a cosine above 0 and at most 1, not {args.threshold}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; errors print one readable line (a traceback only with ``--debug``)."""
+    args = build_parser().parse_args(argv)
+    check_numbers(args)
     token = Settings.from_env().milvus_token
-    # pymilvus logs each failed call with a traceback; our error line says it all, except with --debug
-    loggers = [logging.getLogger(name) for name in ("pymilvus", "pymilvus.milvus_client")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.DEBUG if args.debug else logging.CRITICAL)
+    from .milvus import pymilvus_log_level  # pymilvus is imported once the arguments are known good
+
     try:
-        with warnings.catch_warnings():  # warnings as one line on stderr, like errors
+        # pymilvus logs each failed call with a traceback; our error line says it all, except with --debug
+        with pymilvus_log_level(logging.DEBUG if args.debug else logging.CRITICAL), warnings.catch_warnings():
             warnings.showwarning = lambda message, *_: say(f"textimg: warning: {redact(str(message), token)}")
-            if args.command == "serve":
-                return cmd_serve(args)
-            if args.command == "app":
-                return cmd_app(args)
-            return COMMANDS[args.command](open_job(args), args)
+            return run_command(args)
     except KeyboardInterrupt:
         say("textimg: interrupted; what was written is kept, run the same command again to continue")
         return 130
@@ -405,14 +452,25 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # one line for the user, never the token
         if args.debug:
             raise
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if not isinstance(exc, TextimgError):
-            text = f"{type(exc).__name__}: {text} (run with --debug for the traceback)"
-        say(f"textimg: error: {redact(text, token)}")
+        say(f"textimg: error: {redact(error_line(exc), token)}")
         return 1
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
+
+
+def run_command(args) -> int:
+    """The command's function, with its session (``serve`` has none; ``app`` hands its settings to the page)."""
+    if args.command == "serve":
+        return cmd_serve(args)
+    if args.command == "app":
+        return cmd_app(args)
+    return COMMANDS[args.command](open_job(args), args)
+
+
+def error_line(exc: Exception) -> str:
+    """The first line of an error; for one that is not ours, its type and where to find more."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if not isinstance(exc, TextimgError):
+        text = f"{type(exc).__name__}: {text} (run with --debug for the traceback)"
+    return text
 
 
 def redact(text: str, secret: str) -> str:

@@ -13,15 +13,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from .config import TextimgError
-from .data import IMAGE_EXTENSIONS
+from .data import IMAGE_EXTENSIONS, read_query_image
+from .hits import Hit
+from .store import search_by_vector
 
-if TYPE_CHECKING:
-    from .hits import Hit
+# The encoders (and so torch) are imported inside the functions that encode: a query is parsed and
+# refused, when it must be, before any model is loaded.
 
 # "2:a dog", "0.5:photo.jpg"; not "3:00 pm" (a digit right after the colon stays text)
 WEIGHTED = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*:(?!\d)(.*)$", re.DOTALL)
@@ -78,8 +80,6 @@ def parse_expression(expression: str) -> list[Term]:
 def check_terms(terms: Sequence[Term]) -> list[Term]:
     """Refuse terms with nothing to add (only terms to subtract) or an unreadable image, before any
     model is loaded (image files are checked by their header); returns the terms."""
-    from .data import read_query_image
-
     if not any(term.weight > 0 for term in terms):
         raise TextimgError("a combined query needs at least one term to add, not only terms to subtract")
     for term in terms:
@@ -131,7 +131,5 @@ def search_by_terms(client, collection_name: str, encoder, terms: Sequence[Term]
                     filter: str = "", templates: Sequence[str] | None = None, text_encoder=None) -> list[Hit]:
     """The ``top_k`` images closest to the combined query of ``terms``, best first (``Hit`` objects);
     ``text_encoder`` encodes the text terms instead of ``encoder`` (see ``encode_terms``)."""
-    from .store import search_by_vector
-
     query_vector = combine_query(encoder, terms, templates, text_encoder)
     return search_by_vector(client, collection_name, query_vector, top_k, filter)[0]

@@ -15,16 +15,16 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image, ImageOps
 
 from .config import TextimgError
+from .shapes import generate_shapes
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
 MAX_PIXELS = 90_000_000  # larger images are refused as possible decompression bombs...
 MAX_JPEG_PIXELS = 178_956_970  # ...except JPEGs (a 108 Mpx phone photo), decoded at 1/8 scale; Pillow's own limit
 DATASET_URL = "https://github.com/towhee-io/examples/releases/download/data/reverse_image_search.zip"
 DATASET_DIR = "reverse_image_search"
-ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a grey image
 
 
 def folder_root(folder: str | os.PathLike) -> Path:
@@ -76,7 +76,7 @@ def check_image(path: str | os.PathLike) -> None:
 def load_image(path: str | os.PathLike, max_side: int | None = None, header_only: bool = False) -> Image.Image:
     """Open an image as RGB: first frame, EXIF rotation applied, transparency on white.
 
-    ``max_side`` (for encoding only) lets JPEG decode at reduced scale (cheap for huge photos) and
+    ``max_side`` (for encoding only) lets JPEG decode at reduced scale (a huge photo costs little) and
     keeps just the centre of a very long or tall image, the part CLIP's centre crop sees anyway.
     Raises ``UnreadableImage`` for an empty, truncated or non-image file or a decompression bomb.
     """
@@ -159,6 +159,20 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def pixels(img, size: int = 224) -> np.ndarray:
+    """CLIP's resize (short side to ``size``, bicubic) and centre crop of an RGB PIL image, as a
+    (size, size, 3) uint8 array. One PIL call resizes only the part the crop keeps: the same pixels
+    as ``preprocess`` up to rounding at the crop's edges, for less work, and without torch, so a
+    reader thread does not compete with the model's threads."""
+    w, h = img.size
+    new_w, new_h = (size, int(size * h / w)) if w <= h else (int(size * w / h), size)  # torchvision Resize
+    top, left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))  # CenterCrop
+    sx, sy = w / new_w, h / new_h
+    box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
+    img = img if img.mode == "RGB" else img.convert("RGB")
+    return np.array(img.resize((size, size), Image.Resampling.BICUBIC, box=box))
+
+
 def label_for(path: str | os.PathLike, root: str | os.PathLike | None = None) -> str:
     """A label from the sub-folder (``train/<label>/x.jpg``) or the file name.
 
@@ -173,8 +187,6 @@ def label_for(path: str | os.PathLike, root: str | os.PathLike | None = None) ->
 
 def shapes_images(data_dir: str | os.PathLike, per_class: int = 12, seed: int = 2024) -> Path:
     """Generate (once) the shapes profile's images under ``data_dir/shapes``; returns the folder."""
-    from .shapes import generate_shapes
-
     folder = Path(data_dir) / "shapes"
     generate_shapes(folder, per_class=per_class, seed=seed)
     return folder

@@ -2,8 +2,8 @@
 
 Two images are linked when the cosine of their stored vectors is at least ``threshold``; a group is
 every image reachable through such links (single linkage, union-find). The vectors are read from
-the collection and compared block by block with numpy: an exact all-pairs comparison, measured in
-``benchmarks/bench_duplicates.py`` against Milvus range search.
+the collection and compared block by block with numpy: an exact all-pairs comparison
+(``benchmarks/README.md`` compares it with Milvus range search).
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from pymilvus import MilvusException
 
 from .config import TextimgError
 from .hits import Hit
-from .store import pymilvus_errors_unlogged
+from .milvus import pymilvus_errors_unlogged
 
 DEFAULT_THRESHOLD = 0.95
 BLOCK_SIZE = 512  # rows compared at once: a (BLOCK_SIZE, n) float32 matrix, 200 MB at n = 100,000
-READ_BATCH = 256  # rows per page of query_iterator: Milvus Lite 2.5 reads pages of 256 faster than of 1,000
+READ_BATCH = 256  # rows per page of query_iterator (see benchmarks/README.md for the page sizes tried)
 
 
 def read_vectors(client, collection_name: str, filter: str = "",

@@ -19,7 +19,7 @@ with warnings.catch_warnings():  # openai/CLIP imports pkg_resources
     from clip.model import CLIP
 
 from .config import CLIP_CACHE, TextimgError, check_model, model_name
-from .data import host_reachable
+from .data import host_reachable, pixels, read_query_image  # noqa: F401 (pixels: the reader's step, kept here too)
 
 CONTEXT_LENGTH = 77
 RANDOM_SEED = 0
@@ -65,9 +65,9 @@ class Encoder:
     preprocess: Callable
     device: str
     name: str
-    # Image encoder under bfloat16 autocast. None: not decided yet (a CPU with bf16 instructions, where
-    # bf16 was 3-4x faster than fp32 on one machine and 0.6x on another): the first batch of at least
-    # 2 * TRIAL_IMAGES images decides, see ``choose_precision``.
+    # Image encoder under bfloat16 autocast. None: not decided yet (a CPU with bf16 instructions may
+    # run bf16 faster or slower than fp32): the first batch of at least 2 * TRIAL_IMAGES images
+    # decides, see ``choose_precision``.
     bf16: bool | None = False
     trials: dict = field(default_factory=dict, repr=False)  # seconds per image, {bf16: ...}
 
@@ -127,7 +127,7 @@ class Encoder:
             check_query(text)
         tokens = clip.tokenize(texts, context_length=CONTEXT_LENGTH, truncate=True)
         # The text transformer is causal: padding after the end token never changes its output, so
-        # encode only up to the longest caption (same vectors, ~10x less work for a short query).
+        # encode only up to the longest caption (same vectors, less work the shorter the captions).
         tokens = tokens[:, :int(tokens.argmax(dim=-1).max()) + 1]
         with torch.inference_mode():
             embs = self.model.encode_text(tokens.to(self.device))
@@ -147,25 +147,7 @@ def encode_queries(encoder: Encoder, queries: Sequence[str], templates: Sequence
 
 def encode_image_file(encoder: Encoder, image_path: str | os.PathLike) -> np.ndarray:
     """The unit vector of the image at ``image_path``, shape (1, dim); one readable error if it cannot be read."""
-    from .data import read_query_image
-
     return encoder.encode_images([read_query_image(image_path, max_side=2 * encoder.resolution)])
-
-
-def pixels(img, size: int = 224) -> np.ndarray:
-    """CLIP's resize (short side to ``size``, bicubic) and centre crop of an RGB PIL image, as a
-    (size, size, 3) uint8 array. One PIL call resizes only the part the crop keeps: the same pixels
-    as ``preprocess`` up to rounding at the crop's edges, at half its cost, and without torch, so a
-    reader thread does not compete with the model's threads."""
-    from PIL import Image
-
-    w, h = img.size
-    new_w, new_h = (size, int(size * h / w)) if w <= h else (int(size * w / h), size)  # torchvision Resize
-    top, left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))  # CenterCrop
-    sx, sy = w / new_w, h / new_h
-    box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
-    img = img if img.mode == "RGB" else img.convert("RGB")
-    return np.array(img.resize((size, size), Image.Resampling.BICUBIC, box=box))
 
 
 def normalize_pixels(batch: torch.Tensor) -> torch.Tensor:
@@ -209,8 +191,8 @@ def load_encoder(model: str, device: str = "auto", random_weights: bool = False,
 
 def use_bf16(device: str) -> bool | None:
     """bfloat16 for images on a CPU with bf16 instructions (cosine to fp32 above 0.99): ``None``, to
-    be decided by timing (measured 3-4x faster than fp32 on an AMD EPYC, 0.6x on an Intel Xeon without
-    AMX). ``TEXTIMG_BF16=0`` turns it off, ``TEXTIMG_BF16=1`` on."""
+    be decided by timing, since such a CPU may compute bf16 natively or merely emulate it.
+    ``TEXTIMG_BF16=0`` turns it off, ``TEXTIMG_BF16=1`` on."""
     choice = os.environ.get("TEXTIMG_BF16", "auto")
     if device != "cpu" or choice == "0":
         return False

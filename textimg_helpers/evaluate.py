@@ -7,6 +7,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from .config import TextimgError
 from .data import folder_root, label_for, list_image_paths
@@ -114,36 +115,51 @@ def evaluate(client, collection_name: str, encoder, folder: str | os.PathLike,
     """Query every label of ``folder`` (already indexed) and score the top ``top_k`` hits among the
     folder's rows; labels and their counts come from those rows (unreadable files were never indexed).
     With ``lang`` (en, de, pt, ru, ar) each label's query comes from the language table instead."""
-    from tqdm.auto import tqdm
-
     rows = rows_under(client, collection_name, folder, ["label"])
     counts = Counter(row["label"] for row in rows.values())
     if not counts:
         raise TextimgError(f"nothing indexed under {folder}: index it first (textimg index FOLDER)")
     labels = sorted(counts)
-    in_folder = folder_filter(folder)  # this folder's rows, and maybe a few of a neighbour's, left out below
-    limit = top_k + count_rows(client, collection_name, in_folder) - len(rows)
-    results = []
     if lang:
         check_labels_translate(labels, [lang])
         templates = (LANGUAGES[lang].query_template,)
-    name = (f"{lang} queries" if lang else "bare labels" if tuple(templates) == ("{}",)
-            else repr(templates[0]) if len(templates) == 1 else f"{len(templates)} templates")
-    with tqdm(total=len(labels), unit="label", desc=f"evaluating {name}", disable=not progress) as bar:
+    in_folder = folder_filter(folder)  # this folder's rows, and maybe a few of a neighbour's, left out below
+    limit = top_k + count_rows(client, collection_name, in_folder) - len(rows)
+    results = []
+    with tqdm(total=len(labels), unit="label", desc=f"evaluating {describe_queries(templates, lang)}",
+              disable=not progress) as bar:
         for start in range(0, len(labels), chunk):
             part = labels[start:start + chunk]
-            if lang:
-                text_embs = encoder.encode_texts([label_query(label, lang) for label in part])
-            else:
-                text_embs = encode_queries(encoder, [label.replace("_", " ") for label in part], templates)
+            text_embs = encode_labels(encoder, part, templates, lang)
             for label, hits in zip(part, search_by_vector(client, collection_name, text_embs, limit, in_folder)):
-                hits = [hit for hit in hits if hit.id in rows][:top_k]
-                relevant = [h.label == label for h in hits]
-                first = relevant.index(True) + 1 if True in relevant else None
-                results.append(LabelResult(label, counts[label], first,
-                                           average_precision(relevant, counts[label], top_k), hits))
+                in_rows = [hit for hit in hits if hit.id in rows][:top_k]
+                results.append(score_label(label, in_rows, counts[label], top_k))
             bar.update(len(part))
     return EvalReport(tuple(templates), results, sum(counts.values()))
+
+
+def describe_queries(templates: tuple[str, ...], lang: str | None = None) -> str:
+    """How the labels are asked for, for the progress bar: ``de queries``, ``bare labels``, a template."""
+    if lang:
+        return f"{lang} queries"
+    if tuple(templates) == ("{}",):
+        return "bare labels"
+    return repr(templates[0]) if len(templates) == 1 else f"{len(templates)} templates"
+
+
+def encode_labels(encoder, labels: list[str], templates: tuple[str, ...], lang: str | None = None) -> np.ndarray:
+    """One query vector per label, (n, dim): phrased from the language table with ``lang``, else the
+    label's words put in each template (averaged over several)."""
+    if lang:
+        return encoder.encode_texts([label_query(label, lang) for label in labels])
+    return encode_queries(encoder, [label.replace("_", " ") for label in labels], templates)
+
+
+def score_label(label: str, hits: list[Hit], relevant_count: int, top_k: int = 10) -> LabelResult:
+    """How a label's query did: the rank of its first relevant hit and AP@``top_k``."""
+    relevant = [hit.label == label for hit in hits]
+    first = relevant.index(True) + 1 if True in relevant else None
+    return LabelResult(label, relevant_count, first, average_precision(relevant, relevant_count, top_k), hits)
 
 
 def compare_templates(client, collection_name: str, encoder, folder, progress: bool = True) -> dict[str, EvalReport]:

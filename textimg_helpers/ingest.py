@@ -1,21 +1,33 @@
-"""Ingestion: read -> encode -> write, in batches, incremental, skipping bad files one by one."""
+"""Ingestion: read -> encode -> write, in batches, incremental, skipping bad files one by one.
+
+``plan_ingestion`` works out what to do without loading a model; then the runner (``ingest``) makes
+three timed calls per batch, as clip-retrieval's runner does: the reader (``read_batches``) yields
+decoded pixels, the encoder (``Encoder.encode_images``) turns them into vectors, and the ``Writer``
+buffers the rows, upserts them, deletes the rows of files gone or broken, and flushes at the end.
+"""
 
 from __future__ import annotations
 
 import os
+import queue
 import sys
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
 from .config import TextimgError
-from .data import IMAGE_EXTENSIONS, check_image, folder_root, label_for, list_image_paths, load_image
+from .data import IMAGE_EXTENSIONS, check_image, folder_root, label_for, list_image_paths, load_image, pixels
 from .store import (check_collection, count_rows, create_collection, fetch_file_stats, folder_filter, path_id,
                     rows_under, upsert_rows)
+
+if TYPE_CHECKING:  # torch, and so ``encoders``, is imported only where there is something to encode
+    from .encoders import Encoder
 
 
 @dataclass
@@ -36,9 +48,10 @@ class IngestPlan:
     folder: Path
     todo: list[FileInfo]
     unchanged: int
-    skipped: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # files that could not even be listed
     gone: list[int] = field(default_factory=list)  # rows of files no longer in the folder
     changed: set[int] = field(default_factory=set)  # ids in ``todo`` that have an older row
+    unreadable: list[tuple[FileInfo, str]] = field(default_factory=list)  # from ``todo``, by ``screen_files``
 
 
 @dataclass
@@ -69,25 +82,47 @@ class IngestReport:
         return "\n".join(lines + [self.summary()])
 
 
+@contextmanager
+def timed(stage_seconds: dict, stage: str):
+    """Add the time spent inside the block to ``stage_seconds[stage]``."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        stage_seconds[stage] += time.perf_counter() - start
+
+
+# The plan: which files to encode, which rows to remove -------------------------------------------
+
+def index_folder(client, collection_name: str, folder: str | os.PathLike, encoder: Encoder | None = None, *,
+                 load_encoder: Callable[[], Encoder] | None = None, model: str | None = None,
+                 remove_missing: bool = True, batch_size: int = 32, num_workers: int | None = None,
+                 write_every: int = 256, progress: bool = True, verbose: bool = True) -> IngestReport:
+    """Index the images under ``folder`` into ``collection_name``, incrementally: files already indexed
+    with the same size and mtime are left alone, changed ones replaced, and with ``remove_missing``
+    the rows of files no longer there removed.
+
+    Give the ``encoder``, or ``load_encoder`` (a function that returns one) with ``model`` (the name
+    the collection must have been built with): it is then called only when some new or changed file
+    is not plainly unreadable, so an unchanged re-run loads no model."""
+    if (encoder is None) == (load_encoder is None):
+        raise TypeError("index_folder needs exactly one of encoder and load_encoder")
+    if encoder is not None:
+        model = model or encoder.name
+    plan = plan_ingestion(client, collection_name, folder, model=model, remove_missing=remove_missing)
+    if encoder is None:
+        screen_files(plan)
+        encoder = load_encoder() if plan.todo else None
+    return ingest(client, collection_name, encoder, plan, batch_size=batch_size, num_workers=num_workers,
+                  write_every=write_every, progress=progress, verbose=verbose)
+
+
 def plan_ingestion(client, collection_name: str, folder: str | os.PathLike,
                    model: str | None = None, remove_missing: bool = True) -> IngestPlan:
     """List the images under ``folder`` and keep those not indexed with the same size and mtime; with
     ``remove_missing``, also find the rows of files under ``folder`` that are not there any more."""
     root = folder_root(folder)
-    files, skipped = [], []
-    for path in list_image_paths(root):
-        try:
-            str(path).encode("utf-8")
-            st = path.stat()
-        except UnicodeEncodeError:  # printed with \xNN escapes: printing it raw would crash
-            skipped.append((os.fsencode(path).decode("utf-8", "backslashreplace"),
-                            "file name is not valid UTF-8, which Milvus cannot store: rename the file"))
-            continue
-        except OSError as exc:
-            broken = " (broken symbolic link)" if path.is_symlink() else ""
-            skipped.append((str(path), f"cannot read file: {exc.strerror or exc}{broken}"))
-            continue
-        files.append(FileInfo(str(path), st.st_size, st.st_mtime_ns, path_id(str(path)), label_for(path, root)))
+    files, skipped = stat_files(root)
     if not files and not skipped:
         raise TextimgError(f"no images in {folder} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))}, "
                            "in any letter case, in sub-folders too)")
@@ -103,6 +138,26 @@ def plan_ingestion(client, collection_name: str, folder: str | os.PathLike,
     return IngestPlan(root, todo, len(files) - len(todo), skipped, gone, {f.id for f in todo} & set(known))
 
 
+def stat_files(root: Path) -> tuple[list[FileInfo], list[tuple[str, str]]]:
+    """Every image file under ``root`` with its size and mtime, and ``(path, reason)`` for those that
+    cannot even be looked at (a broken link, a name Milvus cannot store)."""
+    files, skipped = [], []
+    for path in list_image_paths(root):
+        try:
+            str(path).encode("utf-8")
+            st = path.stat()
+        except UnicodeEncodeError:  # printed with \xNN escapes: printing it raw would crash
+            skipped.append((os.fsencode(path).decode("utf-8", "backslashreplace"),
+                            "file name is not valid UTF-8, which Milvus cannot store: rename the file"))
+            continue
+        except OSError as exc:
+            broken = " (broken symbolic link)" if path.is_symlink() else ""
+            skipped.append((str(path), f"cannot read file: {exc.strerror or exc}{broken}"))
+            continue
+        files.append(FileInfo(str(path), st.st_size, st.st_mtime_ns, path_id(str(path)), label_for(path, root)))
+    return files, skipped
+
+
 def find_gone(client, collection_name: str, root: Path, present: set[int], known: int) -> list[int]:
     """Ids of rows under ``root`` whose file is not among ``present`` (deleted, moved or renamed)."""
     if count_rows(client, collection_name, folder_filter(root)) <= known:
@@ -110,8 +165,156 @@ def find_gone(client, collection_name: str, root: Path, present: set[int], known
     return [i for i in rows_under(client, collection_name, root) if i not in present]
 
 
+def screen_files(plan: IngestPlan) -> None:
+    """Move the files whose header already shows them unreadable from ``plan.todo`` to
+    ``plan.unreadable``, before any model is loaded (a folder whose only news is a broken file loads none)."""
+    todo = []
+    for info in plan.todo:
+        try:
+            check_image(info.filepath)
+        except Exception as exc:
+            plan.unreadable.append((info, skip_reason(exc)))
+        else:
+            todo.append(info)
+    plan.todo = todo
+
+
+def skip_reason(exc: Exception) -> str:
+    """Why a file was skipped, as the report lists it."""
+    return f"{type(exc).__name__}: {str(exc)[:200] or 'unreadable image'}"
+
+
+# The runner: reader -> encoder -> writer ----------------------------------------------------------
+
+def ingest(client, collection_name: str, encoder: Encoder | None, plan: IngestPlan, *, batch_size: int = 32,
+           num_workers: int | None = None, write_every: int = 256, progress: bool = True,
+           verbose: bool = True) -> IngestReport:
+    """Carry out ``plan``: remove the rows it names, encode ``plan.todo`` in batches and write the rows."""
+    start = time.perf_counter()
+    report = IngestReport(unchanged=plan.unchanged, skipped=list(plan.skipped))
+    with Writer(client, collection_name, report, write_every, plan.changed) as writer:
+        writer.delete(plan.gone)
+        for info, reason in plan.unreadable:
+            writer.skip(info, reason)
+        if plan.todo:
+            writer.create_collection(encoder.dim, encoder.name)
+            batches = read_batches(plan.todo, encoder.resolution, batch_size, num_workers,
+                                   max_side=2 * encoder.resolution, overlap=encoder.device != "cpu")
+            run(batches, encoder, writer, plan.todo, progress, verbose)
+    if client.has_collection(collection_name):
+        report.total = count_rows(client, collection_name)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def run(batches: Iterator, encoder: Encoder, writer: Writer, files: list[FileInfo], progress: bool = True,
+        verbose: bool = True) -> None:
+    """Per batch: take it from the reader, encode its good images, hand the rows to the writer
+    (each stage timed); a file the reader could not decode is skipped, and said so with ``verbose``."""
+    from tqdm.auto import tqdm
+
+    stage_seconds = writer.report.stage_seconds
+    with tqdm(total=len(files), unit="img", desc="indexing", disable=not progress) as bar:
+        while True:
+            with timed(stage_seconds, "read"):
+                batch = next(batches, None)
+            if batch is None:
+                return
+            indices, images, errors = batch
+            for i, reason in errors:
+                writer.skip(files[i], reason)
+                if verbose:
+                    bar.write(f"skipping {files[i].filepath}: {reason}", file=sys.stderr)
+            if images is not None:
+                with timed(stage_seconds, "encode"):
+                    image_embs = encoder.encode_images(images)
+                writer.add([row_for(files[i], emb) for i, emb in zip(indices, image_embs)])
+            bar.update(len(indices) + len(errors))
+
+
+def row_for(info: FileInfo, emb: np.ndarray) -> dict:
+    """The collection's row for one file and its vector."""
+    return {"id": info.id, "filepath": info.filepath, "label": info.label[:512],
+            "size": info.size, "mtime": info.mtime, "vector": emb.tolist()}
+
+
+# The writer -------------------------------------------------------------------------------------
+
+class Writer:
+    """The writer: buffers rows and upserts them ``write_every`` at a time once the collection exists,
+    deletes the rows of files gone or broken, and on leaving its ``with`` block (Ctrl-C included)
+    writes what it still holds. What it did is counted in ``report``."""
+
+    def __init__(self, client, collection_name: str, report: IngestReport, write_every: int = 256,
+                 changed: set[int] = frozenset()):
+        self.client, self.collection_name, self.report = client, collection_name, report
+        self.write_every, self.changed = write_every, changed
+        self.buffer: list[dict] = []
+        self.stale: list[int] = []  # rows of changed files that are now unreadable
+        self.created: Future | None = None
+        self._pool: ThreadPoolExecutor | None = None
+
+    def create_collection(self, dim: int, model: str) -> None:
+        """Check an existing collection against the model now; create a new one in a thread, so the
+        first batches are encoded while Milvus creates and loads it (waiting, not computing)."""
+        if self.client.has_collection(self.collection_name):
+            create_collection(self.client, self.collection_name, dim, model)
+            self.created = Future()
+            self.created.set_result(None)
+            return
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="textimg-create")
+        self.created = self._pool.submit(create_collection, self.client, self.collection_name, dim, model)
+
+    def skip(self, info: FileInfo, reason: str) -> None:
+        """Record a file that cannot be read. A changed file that is now unreadable also loses its row,
+        which holds the vector of what the file was before."""
+        self.report.skipped.append((info.filepath, reason))
+        if info.id in self.changed:
+            self.stale.append(info.id)
+
+    def add(self, rows: list[dict]) -> None:
+        """Buffer rows; write them once there are ``write_every``."""
+        self.buffer += rows
+        if len(self.buffer) >= self.write_every:
+            self.flush()
+
+    def flush(self) -> None:
+        """Upsert the buffer (once the collection exists) and empty it."""
+        with timed(self.report.stage_seconds, "write"):
+            if self.created is not None:
+                self.created.result()  # raises here if creating the collection failed
+            upsert_rows(self.client, self.collection_name, self.buffer)
+            self.report.indexed += len(self.buffer)
+            self.buffer.clear()
+
+    def delete(self, ids: list[int]) -> None:
+        """Delete the rows ``ids`` now."""
+        if ids:
+            self.client.delete(self.collection_name, ids=list(ids))
+            self.report.removed += len(ids)
+
+    def close(self) -> None:
+        """Write the last rows, then delete the rows of changed files found unreadable."""
+        try:
+            if self.created is not None:
+                self.flush()
+            self.delete(self.stale)
+            self.stale = []
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown()
+
+    def __enter__(self) -> "Writer":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+# The reader -------------------------------------------------------------------------------------
+
 class ImageFiles:  # a torch Dataset: torch is imported only when there is work to do
-    """The reader: item ``i`` is ``(i, uint8 pixels or None, reason it was skipped)``."""
+    """The reader's files: item ``i`` is ``(i, uint8 pixels or None, reason it was skipped)``."""
 
     def __init__(self, files: list[FileInfo], size: int = 224, max_side: int | None = None):
         self.files, self.size, self.max_side = files, size, max_side
@@ -120,33 +323,10 @@ class ImageFiles:  # a torch Dataset: torch is imported only when there is work 
         return len(self.files)
 
     def __getitem__(self, i: int):
-        from .encoders import pixels
-
         try:
             return i, pixels(load_image(self.files[i].filepath, self.max_side), self.size), ""
         except Exception as exc:  # any unreadable file is skipped, never the whole batch
             return i, None, skip_reason(exc)
-
-
-def skip_reason(exc: Exception) -> str:
-    """Why a file was skipped, as the report lists it."""
-    return f"{type(exc).__name__}: {str(exc)[:200] or 'unreadable image'}"
-
-
-def screen_files(plan: IngestPlan) -> None:
-    """Move the files whose header already shows them unreadable from ``plan.todo`` to its skipped
-    list, before any model is loaded (a folder whose only news is a broken file loads none)."""
-    todo = []
-    for info in plan.todo:
-        try:
-            check_image(info.filepath)
-        except Exception as exc:
-            plan.skipped.append((info.filepath, skip_reason(exc)))
-            if info.id in plan.changed:  # its row holds the vector of what it was before
-                plan.gone.append(info.id)
-        else:
-            todo.append(info)
-    plan.todo = todo
 
 
 def collate(items) -> tuple[list[int], np.ndarray | None, list[tuple[int, str]]]:
@@ -159,13 +339,13 @@ def collate(items) -> tuple[list[int], np.ndarray | None, list[tuple[int, str]]]
 def read_batches(files: list[FileInfo], size: int = 224, batch_size: int = 32,
                  num_workers: int | None = None, max_side: int | None = None,
                  overlap: bool = True) -> Iterator:
-    """Batches of ``(indices, uint8 pixels (n, size, size, 3), [(index, reason skipped)])``.
+    """The reader: batches of ``(indices, uint8 pixels (n, size, size, 3), [(index, reason skipped)])``.
 
     With ``num_workers`` > 0, DataLoader worker processes decode ahead of the model (machines with
-    many cores). With 0, threads of this process decode: ahead of the model (from a reader
-    thread) when ``overlap`` (the model runs on a GPU), else each batch by every core at once, between the
-    model's forward passes (the model runs on this CPU and already uses every core: decoding at the
-    same time only makes them fight, measured 0.88 of the ceiling against 0.94 on 2 cores).
+    many cores). With 0, threads of this process decode: ahead of the model, from a reader thread,
+    when ``overlap`` (the model runs on a GPU); else each batch by every core at once, between the
+    model's forward passes (the model runs on this CPU and already uses every core, so decoding at the
+    same time would only make them compete).
     """
     if num_workers is None:
         num_workers = default_workers()
@@ -182,8 +362,6 @@ def read_batches(files: list[FileInfo], size: int = 224, batch_size: int = 32,
 
 def decode_in_threads(dataset: ImageFiles, batch_size: int, threads: int) -> Iterator:
     """Each batch decoded by ``threads`` threads at once (PIL releases the GIL while it decodes)."""
-    from concurrent.futures import ThreadPoolExecutor
-
     with ThreadPoolExecutor(max(1, threads), thread_name_prefix="textimg-decode") as pool:
         for start in range(0, len(dataset), batch_size):
             indices = range(start, min(start + batch_size, len(dataset)))
@@ -192,9 +370,6 @@ def decode_in_threads(dataset: ImageFiles, batch_size: int, threads: int) -> Ite
 
 def prefetch(batches: Iterator, depth: int = 2) -> Iterator:
     """Produce the next batches in a thread while the model encodes this one on a GPU."""
-    import queue
-    import threading
-
     ready, done, failure = queue.Queue(maxsize=depth), object(), []
 
     def fill():
@@ -214,100 +389,7 @@ def prefetch(batches: Iterator, depth: int = 2) -> Iterator:
 
 
 def default_workers() -> int:
-    """Decoder processes: none up to 4 cores, where processes cost more than they save (measured on
-    2 cores: threads decode instead); about half the cores above that, the model uses the rest."""
+    """Decoder processes: none up to 4 cores, where starting processes costs more than it saves and
+    threads decode instead; above that, about half the cores (at most 8), the model uses the rest."""
     cores = os.cpu_count() or 2
     return 0 if cores <= 4 else min(8, cores // 2)
-
-
-def ingest(client, collection_name: str, encoder, plan: IngestPlan, batch_size: int = 32,
-           num_workers: int | None = None, write_every: int = 256, progress: bool = True,
-           verbose: bool = True) -> IngestReport:
-    """Encode ``plan.todo`` in batches and upsert the vectors in chunks of ``write_every`` rows."""
-    start = time.perf_counter()
-    report = IngestReport(unchanged=plan.unchanged, skipped=list(plan.skipped))
-    if plan.gone:
-        client.delete(collection_name, ids=plan.gone)
-        report.removed = len(plan.gone)
-    if plan.todo:
-        with ThreadPoolExecutor(1, thread_name_prefix="textimg-create") as pool:
-            if client.has_collection(collection_name):  # checked against the model before any work
-                create_collection(client, collection_name, encoder.dim, encoder.name)
-                created = pool.submit(lambda: None)
-            else:  # Milvus takes about 0.5 s to create and load a collection: encode meanwhile
-                created = pool.submit(create_collection, client, collection_name, encoder.dim, encoder.name)
-            _run(client, collection_name, encoder, plan, report, batch_size, num_workers, write_every,
-                 progress, verbose, created)
-    if client.has_collection(collection_name):
-        report.total = count_rows(client, collection_name)
-    report.seconds = time.perf_counter() - start
-    return report
-
-
-def _run(client, collection_name, encoder, plan, report, batch_size, num_workers, write_every,
-         progress, verbose, created: Future) -> None:
-    """The read -> encode -> write loop, timed per stage; writes what it has on Ctrl-C."""
-    from tqdm.auto import tqdm
-
-    side = 2 * encoder.resolution
-    batches = read_batches(plan.todo, encoder.resolution, batch_size, num_workers, side,
-                           overlap=encoder.device != "cpu")
-    buffer, broken, timer = [], [], report.stage_seconds
-    bar = tqdm(total=len(plan.todo), unit="img", desc="indexing", disable=not progress)
-    try:
-        while True:
-            t0 = time.perf_counter()
-            item = next(batches, None)
-            timer["read"] += time.perf_counter() - t0
-            if item is None:
-                break
-            indices, batch, errors = item
-            for i, reason in errors:
-                report.skipped.append((plan.todo[i].filepath, reason))
-                if plan.todo[i].id in plan.changed:  # its row holds the vector of what it was before
-                    broken.append(plan.todo[i].id)
-                if verbose:
-                    bar.write(f"skipping {plan.todo[i].filepath}: {reason}", file=sys.stderr)
-            if batch is not None:
-                t0 = time.perf_counter()
-                image_embs = encoder.encode_images(batch)
-                timer["encode"] += time.perf_counter() - t0
-                buffer += [_row(plan.todo[i], emb) for i, emb in zip(indices, image_embs)]
-            if len(buffer) >= write_every:
-                report.indexed += _write(client, collection_name, buffer, timer, created)
-            bar.update(len(indices) + len(errors))
-    finally:
-        report.indexed += _write(client, collection_name, buffer, timer, created)
-        if broken:
-            client.delete(collection_name, ids=broken)
-            report.removed += len(broken)
-        bar.close()
-
-
-def _row(info: FileInfo, emb) -> dict:
-    return {"id": info.id, "filepath": info.filepath, "label": info.label[:512],
-            "size": info.size, "mtime": info.mtime, "vector": emb.tolist()}
-
-
-def _write(client, collection_name: str, buffer: list[dict], timer: dict, created: Future) -> int:
-    """Upsert and empty the buffer (once the collection exists); returns how many rows were written."""
-    t0 = time.perf_counter()
-    created.result()  # raises here if creating the collection failed
-    n = len(buffer)
-    upsert_rows(client, collection_name, buffer)
-    buffer.clear()
-    timer["write"] += time.perf_counter() - t0
-    return n
-
-
-def index_folder(client, collection_name: str, folder: str | os.PathLike, encoder, **options) -> IngestReport:
-    """Index ``folder`` incrementally. ``encoder`` is an Encoder, or a function that loads one:
-    it is then called only when some new or changed file is not plainly unreadable (an unchanged
-    re-run, or one whose only news is an empty file or a saved web page, loads no model)."""
-    model = None if callable(encoder) else encoder.name
-    plan = plan_ingestion(client, collection_name, folder, model=options.pop("model", model),
-                          remove_missing=options.pop("remove_missing", True))
-    if plan.todo and callable(encoder):
-        screen_files(plan)
-        encoder = encoder() if plan.todo else None
-    return ingest(client, collection_name, encoder, plan, **options)

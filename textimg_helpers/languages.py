@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .config import TextimgError
+
 LANGS = ("en", "de", "pt", "ru", "ar")
 
 
@@ -136,8 +138,6 @@ def check_langs(langs: str | list[str]) -> list[str]:
     langs = [lang.strip() for lang in langs.split(",")] if isinstance(langs, str) else list(langs)
     unknown = [lang for lang in langs if lang not in LANGUAGES]
     if unknown or not langs:
-        from .config import TextimgError
-
         raise TextimgError(f"unknown language {', '.join(unknown) or '(none)'}: use one or several of "
                            f"{','.join(LANGS)}, comma-separated")
     return langs

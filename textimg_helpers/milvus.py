@@ -13,6 +13,8 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
+import psutil
+
 with warnings.catch_warnings():  # milvus-lite 2.5 imports pkg_resources
     warnings.simplefilter("ignore")
     from pymilvus import MilvusClient
@@ -22,7 +24,7 @@ from .config import TextimgError
 
 # keepalive pings while idle only make Milvus Lite send GOAWAY "too_many_pings", printed on stderr
 NO_IDLE_PINGS = {"grpc.keepalive_permit_without_calls": False}
-_LITE_FILES_OPENED: set[str] = set()  # Lite files this process opened itself (no service: Windows)
+PYMILVUS_LOGGERS = ("pymilvus", "pymilvus.decorators", "pymilvus.milvus_client")
 
 
 def is_lite(uri: str) -> bool:
@@ -99,24 +101,41 @@ class ServiceClient:
         return f"<MilvusClient for {self.uri}, shared Milvus Lite service at {self.service_uri}>"
 
 
+def set_pymilvus_levels(levels: int | list[int]) -> list[int]:
+    """Set pymilvus' loggers to one level (or one each); returns the levels they had."""
+    loggers = [logging.getLogger(name) for name in PYMILVUS_LOGGERS]
+    previous = [logger.level for logger in loggers]
+    for logger, level in zip(loggers, levels if isinstance(levels, list) else [levels] * len(loggers)):
+        logger.setLevel(level)
+    return previous
+
+
+@contextmanager
+def pymilvus_log_level(level: int):
+    """pymilvus' loggers at ``level`` inside the block, as they were after it (the CLI: everything
+    with ``--debug``, else nothing, since our errors say the same in one line)."""
+    previous = set_pymilvus_levels(level)
+    try:
+        yield
+    finally:
+        set_pymilvus_levels(previous)
+
+
 _quiet_lock, _quiet = threading.Lock(), {"depth": 0, "levels": []}
-_PYMILVUS_LOGGERS = ("pymilvus", "pymilvus.decorators", "pymilvus.milvus_client")
 
 
 @contextmanager
 def pymilvus_errors_unlogged():
     """pymilvus logs every refused call with a traceback before raising; our errors say the same in
     one line, so a notebook shows that line and not a page of red. Left alone when pymilvus' debug
-    logging is on (``textimg --debug``). Safe in several threads: the levels come back after the last."""
+    logging is on (``textimg --debug``). Several threads may be inside at once: the first one in
+    quietens the loggers, the last one out restores them."""
     if logging.getLogger("pymilvus").isEnabledFor(logging.DEBUG):
         yield
         return
-    loggers = [logging.getLogger(name) for name in _PYMILVUS_LOGGERS]
     with _quiet_lock:
         if _quiet["depth"] == 0:
-            _quiet["levels"] = [logger.level for logger in loggers]
-            for logger in loggers:
-                logger.setLevel(logging.CRITICAL)
+            _quiet["levels"] = set_pymilvus_levels(logging.CRITICAL)
         _quiet["depth"] += 1
     try:
         yield
@@ -124,8 +143,7 @@ def pymilvus_errors_unlogged():
         with _quiet_lock:
             _quiet["depth"] -= 1
             if _quiet["depth"] == 0:
-                for logger, level in zip(loggers, _quiet["levels"]):
-                    logger.setLevel(level)
+                set_pymilvus_levels(_quiet["levels"])
 
 
 def explain_connect_error(uri: str, exc: Exception) -> str:
@@ -146,12 +164,24 @@ def _connect_in_process(uri: str) -> MilvusClient:
         db.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise TextimgError(f"cannot create the folder of the Milvus Lite file {uri}: {exc.strerror or exc}") from None
-    if str(db.resolve()) not in _LITE_FILES_OPENED and service.lite_file_in_use(db.resolve()):
+    lock = service.lite_lock_file(db.resolve())
+    if not held_by_this_process(lock) and service.lite_file_in_use(db.resolve()):
         raise TextimgError(service.lite_in_use_message(uri))
-    with ctrl_c_spares_children(), children_write_to(service.log_file(db)):
-        client = _client(uri, grpc_options=NO_IDLE_PINGS)
-    _LITE_FILES_OPENED.add(str(db.resolve()))
-    return client
+    with ctrl_c_spares_children(), children_write_to(service.log_file(db)), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+        return _client(uri, grpc_options=NO_IDLE_PINGS)
+
+
+def held_by_this_process(path: Path) -> bool:
+    """True when this process, or a process it started (Milvus Lite's server), has ``path`` open: a
+    Lite file this process opened already, whose lock must not be tested (closing any handle on the
+    lock file would drop this process's POSIX locks)."""
+    me = psutil.Process()
+    try:
+        processes = [me, *me.children(recursive=True)]
+        return any(f.path == str(path) for p in processes for f in p.open_files())
+    except psutil.Error:
+        return False
 
 
 @contextmanager

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -70,9 +71,8 @@ def load_text_encoder(text_model: str, device: str = "auto", cache_folder: str |
     cached = local or is_cached(source, cache_folder)
     if not cached:
         check_downloadable(source, cache_folder)
-    quiet_loading()
     try:
-        with warnings.catch_warnings():
+        with quiet_loading(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = SentenceTransformer(source, device=pick_device(device), cache_folder=cache_folder,
                                         local_files_only=cached and not local)  # cached: no network call
@@ -96,14 +96,27 @@ def import_sentence_transformers():
     return SentenceTransformer
 
 
-def quiet_loading() -> None:
-    """No "Loading weights" bar from transformers each time a model loads (download bars stay)."""
+@contextmanager
+def quiet_loading():
+    """No progress bars or info lines from transformers and the hub while a model loads; their
+    settings are as they were afterwards."""
     try:
+        import huggingface_hub.utils as hub_utils
         from transformers.utils import logging as transformers_logging
     except ImportError:
+        yield
         return
+    verbosity, bars = transformers_logging.get_verbosity(), transformers_logging.is_progress_bar_enabled()
+    hub_bars_off = hub_utils.are_progress_bars_disabled()
     transformers_logging.disable_progress_bar()
     transformers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+        if bars:
+            transformers_logging.enable_progress_bar()
+        (hub_utils.disable_progress_bars if hub_bars_off else hub_utils.enable_progress_bars)()
 
 
 def cache_path(repo_id: str, cache_folder: str | None = None) -> Path:

@@ -12,6 +12,7 @@ went away starts or finds a new one on its next call (see ``ServiceClient``).
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -21,10 +22,13 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
-from .config import TextimgError
+import psutil
+
+from .config import Settings, TextimgError
 
 try:
     import fcntl
@@ -39,13 +43,19 @@ CHECK_EVERY = 1.0
 
 def available() -> bool:
     """True where Milvus Lite 2.5's server can be started here (Linux, macOS); Lite 3 (Windows) has none."""
-    if fcntl is None:
-        return False
-    try:
-        import milvus_lite.server  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return fcntl is not None and lite_server_class() is not None
+
+
+def lite_server_class():
+    """Milvus Lite 2.5's ``Server`` class, or ``None`` where there is none. Imported on first use (only
+    the service needs it), with the deprecation warning of its ``pkg_resources`` import silenced here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+        try:
+            from milvus_lite.server import Server
+        except ImportError:
+            return None
+    return Server
 
 
 def db_path(uri: str | os.PathLike) -> Path:
@@ -107,8 +117,6 @@ def read_state(db: Path) -> dict | None:
 
 def process_start_time(pid: int) -> float | None:
     """When process ``pid`` started (seconds since the epoch), or ``None`` if there is no such process."""
-    import psutil
-
     try:
         return psutil.Process(pid).create_time()
     except (psutil.Error, ValueError):
@@ -203,8 +211,7 @@ def last_line(path: Path) -> str:
 
 
 def default_idle() -> float:
-    from .config import Settings
-
+    """Seconds a service waits for a client before it stops: ``TEXTIMG_SERVICE_IDLE``, else 30 minutes."""
     return Settings.from_env().service_idle
 
 
@@ -240,9 +247,7 @@ class _TcpLiteServer:
     """Milvus Lite's server on 127.0.0.1:PORT that stops when this process goes (kill -9 too)."""
 
     def __init__(self, db: Path, port: int):
-        from milvus_lite.server import Server
-
-        class Server_(Server):
+        class Server_(lite_server_class()):
             @property
             def args(self):  # Milvus Lite's binary exits once the lock it is given is released
                 return [self.milvus_bin, self._db_file, self._address, self.log_level, self._lock_path]
@@ -265,8 +270,6 @@ class _TcpLiteServer:
 
     def clients(self) -> int:
         """TCP connections from clients that are open right now."""
-        import psutil
-
         try:
             conns = psutil.Process(self.server._p.pid).net_connections(kind="tcp")
         except psutil.Error:
@@ -339,8 +342,6 @@ def remove_state(db: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m textimg_helpers.service DB --idle SECONDS``: the detached service process."""
-    import argparse
-
     parser = argparse.ArgumentParser(prog="python -m textimg_helpers.service")
     parser.add_argument("db")
     parser.add_argument("--idle", type=float, default=DEFAULT_IDLE)

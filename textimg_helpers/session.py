@@ -13,6 +13,9 @@ from typing import Callable
 from .config import (CLIP_CACHE, CLIP_MODEL, Settings, TextimgError, check_model, default_collection, model_for_profile,
                      model_name)
 
+# Every ``textimg`` command imports this module first, so the stages (numpy and Pillow, pymilvus, torch)
+# are imported inside the methods that use them: ``textimg --help`` or a bad argument costs none of them.
+
 # The profile's known query and the label its top results must have (the notebooks assert it).
 KNOWN_QUERIES = {"shapes": ("a red circle", "red_circle"), "clip": ("a goldfish", "goldfish")}
 

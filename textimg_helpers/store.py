@@ -17,6 +17,7 @@ with warnings.catch_warnings():  # milvus-lite 2.5 imports pkg_resources
     from pymilvus import DataType, MilvusClient, MilvusException
 
 from .config import TextimgError
+from .data import folder_root
 from .hits import Hit
 from .milvus import connect, is_lite, pymilvus_errors_unlogged  # noqa: F401 (connect, is_lite: re-exported)
 
@@ -113,8 +114,6 @@ def folder_filter(folder: str | Path) -> str:
     """A filter that keeps every row under ``folder``, and maybe a few more: a plain prefix pattern,
     ``filepath like "<prefix>%"``, cut before any ``_ % \\ "`` of the path (wildcards or escapes in
     ``like``, and a Milvus 2.3 server accepts prefix patterns only). Keep rows by path where it matters."""
-    from .data import folder_root
-
     prefix = re.split(r'[_%\\"]', str(folder_root(folder)) + os.sep)[0]
     return f'filepath like "{prefix}%"'
 
@@ -122,8 +121,6 @@ def folder_filter(folder: str | Path) -> str:
 def rows_under(client: MilvusClient, collection_name: str, folder: str | Path,
                output_fields: Sequence[str] = ("filepath",)) -> dict[int, dict]:
     """``{id: row}`` of every row whose file lies under ``folder`` (read in pages of 1,000)."""
-    from .data import folder_root
-
     root, found = str(folder_root(folder)) + os.sep, {}
     fields = list(dict.fromkeys(["filepath", *output_fields]))
     with pymilvus_errors_unlogged():  # its iterator logs a warning about timestamps on Milvus Lite

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import matplotlib.pyplot as plt
 from PIL import Image
 
 from .data import load_image
@@ -25,8 +26,6 @@ def thumbnail(filepath: str, size: int = 160) -> Image.Image:
 def show_results(hits: Sequence[Hit], title: str | None = None, ncols: int = 5,
                  save_to: str | os.PathLike | None = None, size: float = 2.2):
     """Plot hits as a grid (label and score under each thumbnail); optionally save a PNG."""
-    import matplotlib.pyplot as plt
-
     nrows = max(1, -(-len(hits) // ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * (size + 0.7)), squeeze=False)
     for ax in axes.flat:
@@ -48,8 +47,6 @@ def show_results(hits: Sequence[Hit], title: str | None = None, ncols: int = 5,
 
 def show_queries(results: dict[str, Sequence[Hit]], top_k: int = 5, size: float = 2.0):
     """Several queries side by side: one row per query, its ``top_k`` hits across."""
-    import matplotlib.pyplot as plt
-
     fig, axes = plt.subplots(len(results), top_k, figsize=(top_k * size, len(results) * (size + 0.4)),
                              squeeze=False)
     for row, (query, hits) in zip(axes, results.items()):

@@ -1,0 +1,138 @@
+"""How the code is laid out: the package's imports run one way, and its functions stay short.
+
+The import graph is read from the source with ``ast``: every ``import`` of a module of the package,
+at the top of a module or inside a function, is an arrow. Each check is also run once against a small
+package written on the spot with the fault it looks for, so that none of them can pass by accident.
+"""
+
+from __future__ import annotations
+
+import ast
+import textwrap
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "textimg_helpers"
+MAX_LINES = 40  # a function's lines from ``def`` to its last line, its docstring not counted
+# Settings and the database layer come before the model: they never import what joins or follows it.
+BEFORE_THE_MODEL = {"config", "hits", "service", "milvus", "store"}
+MODEL_AND_AFTER = {"encoders", "multilingual", "search", "combine", "ingest", "evaluate", "duplicates",
+                   "viz", "widgets", "app", "app_server", "session", "cli"}
+
+
+def imported_modules(path: Path, modules: set[str]) -> set[str]:
+    """The package's modules that ``path`` imports, anywhere in it."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 1 or (node.module or "").split(".")[0] == PACKAGE.name:
+                parts = (node.module or "").split(".")[0 if node.level else 1:]
+                found |= {parts[0]} if parts and parts[0] else {alias.name for alias in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[1] for alias in node.names
+                      if alias.name.startswith(PACKAGE.name + ".")}
+    return found & modules
+
+
+def import_graph(package: Path) -> dict[str, set[str]]:
+    """``{module: modules it imports}`` for every module of ``package``."""
+    modules = {path.stem for path in package.glob("*.py")}
+    return {path.stem: imported_modules(path, modules) - {path.stem} for path in sorted(package.glob("*.py"))}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as ``[a, b, ..., a]``, or ``None`` when there is none."""
+    done, path = set(), []
+
+    def visit(module: str) -> list[str] | None:
+        if module in path:
+            return path[path.index(module):] + [module]
+        if module in done:
+            return None
+        path.append(module)
+        for imported in sorted(graph.get(module, ())):
+            if cycle := visit(imported):
+                return cycle
+        path.pop()
+        done.add(module)
+        return None
+
+    return next((cycle for module in sorted(graph) if (cycle := visit(module))), None)
+
+
+def backward_arrows(graph: dict[str, set[str]]) -> list[str]:
+    """Arrows that run against the flow: settings importing any module of the package, ``hits``
+    importing anything, the database layer importing the model or what joins it to the database."""
+    wrong = [f"config -> {m}" for m in sorted(graph.get("config", ()))]
+    wrong += [f"hits -> {m}" for m in sorted(graph.get("hits", ()))]
+    for module in sorted(BEFORE_THE_MODEL & set(graph)):
+        wrong += [f"{module} -> {m}" for m in sorted(graph[module] & MODEL_AND_AFTER)]
+    return wrong
+
+
+def long_functions(package: Path, limit: int = MAX_LINES) -> list[str]:
+    """``module.py:line name (n lines)`` for each function or method longer than ``limit`` lines."""
+    found = []
+    for path in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1 - docstring_lines(node)
+                if lines > limit:
+                    found.append(f"{path.name}:{node.lineno} {node.name} ({lines} lines)")
+    return found
+
+
+def docstring_lines(node: ast.FunctionDef) -> int:
+    first = node.body[0]
+    is_docstring = isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
+        and isinstance(first.value.value, str)
+    return first.end_lineno - first.lineno + 1 if is_docstring else 0
+
+
+# The package -------------------------------------------------------------------------------------
+
+def test_the_imports_of_the_package_have_no_cycle():
+    assert find_cycle(import_graph(PACKAGE)) is None
+
+
+def test_settings_and_the_database_import_nothing_downstream():
+    graph = import_graph(PACKAGE)
+    assert {"config", "store", "milvus", "service", "hits", "encoders", "search"} <= set(graph)
+    assert backward_arrows(graph) == []
+
+
+def test_searching_joins_the_model_and_the_database():
+    graph = import_graph(PACKAGE)
+    assert {"encoders", "store"} <= graph["search"]
+    assert "store" not in graph["encoders"] and "milvus" not in graph["encoders"]
+
+
+def test_no_function_is_longer_than_40_lines():
+    assert long_functions(PACKAGE) == []
+
+
+# The checks themselves, against packages that break each rule ---------------------------------------
+
+def write_package(folder: Path, modules: dict[str, str]) -> Path:
+    folder.mkdir()
+    for name, source in modules.items():
+        (folder / f"{name}.py").write_text(textwrap.dedent(source))
+    return folder
+
+
+def test_the_checks_find_a_cycle_a_backward_arrow_and_a_long_function(tmp_path):
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_LINES))
+    package = write_package(tmp_path / "pkg", {
+        "config": "import os\n",
+        "store": "from .config import X\n\ndef search():\n    from .encoders import encode\n",
+        "encoders": f'from . import data\n\ndef encode():\n    """Doc."""\n{body}\n',
+        "data": "import textimg_helpers.encoders\n",
+        "hits": "from dataclasses import dataclass\n",
+    })
+    graph = import_graph(package)
+    assert graph == {"config": set(), "data": {"encoders"}, "encoders": {"data"}, "hits": set(),
+                     "store": {"config", "encoders"}}
+    assert find_cycle(graph) == ["data", "encoders", "data"]
+    assert backward_arrows(graph) == ["store -> encoders"]
+    assert long_functions(package) == ["encoders.py:3 encode (41 lines)"]
+    assert backward_arrows({**graph, "config": {"data"}, "hits": {"config"}}) == [
+        "config -> data", "hits -> config", "store -> encoders"]
