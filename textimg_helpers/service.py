@@ -13,6 +13,7 @@ went away starts or finds a new one on its next call (see ``ServiceClient``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -116,11 +117,17 @@ def read_state(db: Path) -> dict | None:
 
 
 def process_start_time(pid: int) -> float | None:
-    """When process ``pid`` started (seconds since the epoch), or ``None`` if there is no such process."""
+    """When process ``pid`` started (seconds since the epoch), or ``None`` if there is no such process
+    (a zombie, one that has exited but was not yet reaped by its parent, counts as gone: we reap it)."""
     try:
-        return psutil.Process(pid).create_time()
+        process = psutil.Process(pid)
+        if process.status() != psutil.STATUS_ZOMBIE:
+            return process.create_time()
     except (psutil.Error, ValueError):
         return None
+    with contextlib.suppress(ChildProcessError):  # our own child (the service this process started)
+        os.waitpid(pid, os.WNOHANG)
+    return None
 
 
 def port_open(port: int, timeout: float = 1.0) -> bool:
