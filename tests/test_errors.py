@@ -12,11 +12,9 @@ import traceback
 
 import pytest
 
-from conftest import run_cli, shapes_folder, square
+from conftest import SHAPES_COLLECTION, run_cli, square
 from textimg_helpers.config import Settings
 from textimg_helpers.store import connect, create_collection
-
-SHAPES_COLLECTION = "textimg_shapes_clip"  # the default collection of the shapes model
 
 
 def assert_error(run, *fragments, code: int = 1) -> None:
@@ -29,15 +27,6 @@ def assert_error(run, *fragments, code: int = 1) -> None:
         assert len(run.err.strip().splitlines()) == 1, run.err
     for fragment in fragments:
         assert fragment in run.last_err, (fragment, run.last_err)
-
-
-@pytest.fixture(scope="module")
-def indexed(tmp_path_factory, shapes_encoder):
-    """A Milvus Lite file with the 40 shapes images indexed by the shapes model."""
-    folder = tmp_path_factory.mktemp("errors")
-    images, uri = shapes_folder(folder / "images"), str(folder / "milvus.db")
-    assert run_cli("index", images, "--uri", uri, "-q").summary["total"] == 40
-    return uri, images
 
 
 @pytest.mark.parametrize("query", ["", "   \t "])
@@ -57,7 +46,7 @@ def test_long_query_is_truncated_with_a_warning(cli, indexed):
 def test_k_larger_than_the_collection_returns_every_row(cli, indexed):
     uri, _ = indexed
     run = cli("search", "a red circle", "--uri", uri, "-k", 1000)
-    assert run.code == 0 and len(run.out.splitlines()) == 40
+    assert run.code == 0 and len(run.out.splitlines()) == 120
 
 
 @pytest.mark.parametrize("k", ["0", "-3"])
@@ -91,7 +80,7 @@ def test_another_model_never_mixes_into_a_collection(cli, indexed):
     assert_error(cli("search", "a red circle", *other), "model shapes-clip (dim 128)", "not shapes-clip+random",
                  fix)
     assert_error(cli("index", images, *other, "-q"), "model shapes-clip", "not shapes-clip+random", fix)
-    assert cli("stats", "--uri", uri).out.strip() == "rows=40 model=shapes-clip dim=128"  # untouched
+    assert cli("stats", "--uri", uri).out.strip() == "rows=120 model=shapes-clip dim=128"  # untouched
 
 
 def test_another_dimension_never_mixes_into_a_collection(cli, indexed):
