@@ -150,6 +150,27 @@ def no_milvus_left_at_the_end(tmp_path_factory):
     assert not left, "Milvus processes left running at the end of the tests:\n" + "\n".join(left)
 
 
+# --- what pymilvus logs ---------------------------------------------------------------------------------
+
+@pytest.fixture
+def pymilvus_log():
+    """What pymilvus logs during the test (its own stderr handlers show it, in red in a notebook), with its
+    loggers at the levels a fresh Python gives them (``PYMILVUS_LEVELS``), whatever an earlier test left."""
+    records, handler = [], logging.Handler(logging.DEBUG)
+    handler.emit = lambda record: records.append(f"{record.name} {record.levelname}: {record.getMessage()}")
+    loggers = [logging.getLogger(name) for name in ("", *PYMILVUS_LOGGERS)]
+    loggers = [logger for logger in loggers if logger.name == "root" or not logger.propagate]  # each record once
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+    for name, level in PYMILVUS_LEVELS.items():
+        logging.getLogger(name).setLevel(level)
+    yield records
+    for logger, level in zip(loggers, levels):
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 # --- the CLI -------------------------------------------------------------------------------------------
 
 @dataclass

@@ -12,7 +12,7 @@ import traceback
 
 import pytest
 
-from conftest import SHAPES_COLLECTION, run_cli, square
+from conftest import PYMILVUS_LEVELS, SHAPES_COLLECTION, run_cli, square
 from textimg_helpers.config import Settings
 from textimg_helpers.store import connect, create_collection
 
@@ -132,6 +132,19 @@ def test_token_never_shown(cli, indexed, monkeypatch, free_port):
     shown = [run.out + run.err for run in runs] + records + crashes + [repr(Settings.from_env())]
     assert not [text for text in shown if token in text or "Tok3n" in text]
     assert Settings.from_env().milvus_token == token  # it was set, just never shown
+
+
+def test_a_command_leaves_pymilvus_logging_as_it_found_it(cli, indexed, pymilvus_log):
+    """The CLI hushes pymilvus while a command runs; a notebook or test that calls ``main`` afterwards
+    still sees pymilvus' own messages."""
+    uri, _ = indexed
+    assert cli("stats", "--uri", uri).code == 0
+    assert_error(cli("search", "a red circle", "--uri", uri, "--where", "label ==="), "Milvus refused the search")
+    assert_error(cli("stats", "--uri", uri, "--collection", "holiday_photos"), "no collection named")
+    levels = {name: logging.getLogger(name).level for name in PYMILVUS_LEVELS}
+    assert levels == PYMILVUS_LEVELS and pymilvus_log == []
+    logging.getLogger("pymilvus.decorators").error("pymilvus' own message")
+    assert pymilvus_log == ["pymilvus.decorators ERROR: pymilvus' own message"]
 
 
 @contextlib.contextmanager
