@@ -34,7 +34,7 @@ def first_failures(junit_xml) -> dict[str, tuple[int, str]]:
         cell = int(re.fullmatch(r"Cell (\d+)", case.get("name")).group(1))
         if failure is not None and stem not in failures:
             text = (failure.get("message", "") + "\n" + (failure.text or ""))
-            failures[stem] = (cell, re.sub(r"\x1b\[[0-9;]*m", "", text))  # colours removed
+            failures[stem] = (cell, re.sub(r"(\x1b|#x1B)\[[0-9;]*m", "", text))  # colours removed
     return failures
 
 
