@@ -142,7 +142,7 @@ def no_milvus_left_at_the_end(tmp_path_factory):
     """At the end, stop the services of session-wide files and of the notebooks' data folder, then
     check that no Milvus process of this run is left: none under its folders, none of its children."""
     yield
-    folders = [tmp_path_factory.getbasetemp(), os.environ["TEXTIMG_DATA_DIR"]]
+    folders = [tmp_path_factory.getbasetemp(), *filter(None, [os.environ.get("TEXTIMG_DATA_DIR")])]
     for folder in folders:
         stop_services_under(folder)
     procs = {proc.pid: proc for proc in milvus_processes(*folders) + milvus_children()}

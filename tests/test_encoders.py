@@ -169,7 +169,7 @@ def test_undecided_precision_keeps_whichever_ran_faster(slow):
         bf16 = torch.is_autocast_enabled("cpu")
         seen.append((len(batch), bf16))
         if bf16 == (slow == "bf16"):
-            time.sleep(0.05)
+            time.sleep(1.0)  # 1 s, as the docstring says: a busy 2-core machine hid 0.05 s
         return forward(batch)
 
     encoder.model.encode_image = timed_forward

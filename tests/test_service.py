@@ -66,7 +66,10 @@ def test_a_stale_state_file_is_replaced(tmp_path):
     assert state["pid"] != dead.pid and client.list_collections() == ["c"]
     # a reboot: the pid is alive again but is another process (its start time differs)
     service.state_file(db).write_text(json.dumps({**state, "pid": os.getpid()}))
-    assert service.read_state(db) is None
+    try:
+        assert service.read_state(db) is None
+    finally:
+        service.state_file(db).write_text(json.dumps(state))  # the real one again: the service can be stopped
 
 
 def test_two_processes_starting_at_once_get_one_service(tmp_path):
