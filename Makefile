@@ -17,8 +17,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m textimg_helpers demo
 
+# No TEXTIMG_* setting of your shell (your photos, server, token, bf16 choice) reaches the tests, except
+# TEXTIMG_TEST_MODEL (the suite with another checkpoint); conftest.py clears them again.
 test: $(STAMP)
-	TEXTIMG_PROFILE=shapes $(BIN)/python -m pytest --nbval-lax -p no:cacheprovider tests notebooks
+	env $$(env | sed -n 's/^\(TEXTIMG_[A-Za-z0-9_]*\)=.*/-u \1/p' | grep -v '^-u TEXTIMG_TEST_MODEL$$') \
+	    TEXTIMG_PROFILE=shapes $(BIN)/python -m pytest --nbval-lax -p no:cacheprovider tests notebooks
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_ingest.py --random-weights

@@ -1,4 +1,6 @@
-"""Shared fixtures: the shipped shapes model, an embedded Milvus server, the CLI, images made on the spot.
+"""Shared fixtures and helpers: the shipped shapes model, one indexed Milvus Lite file, the CLI (in this
+process or in a real one), pictures checked by their colours, images made on the spot, and the rule that
+no test leaves a Milvus process behind.
 
 Everything runs offline: images and bad files are generated here, Milvus Lite files live in
 ``tmp_path``, and the server fixture starts the ``milvus`` package's embedded server on 127.0.0.1.
@@ -8,22 +10,36 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
+import os
 import re
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
+import psutil
+import pymilvus  # noqa: F401 (imported before any test, so PYMILVUS_LEVELS are the levels it sets itself)
 import pytest
 from PIL import Image
 
 from textimg_helpers import config
 from textimg_helpers.cli import main
-from textimg_helpers.shapes import generate_shapes
+from textimg_helpers.service import stop_services_under
+from textimg_helpers.shapes import COLOURS, generate_shapes
 
 ROOT = Path(__file__).resolve().parent.parent
 RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)
+SHAPES_COLLECTION = "textimg_shapes_clip"  # the default collection of the shapes model
+# pymilvus' loggers as a fresh Python has them (nothing has run yet): tests that look at what pymilvus
+# logs start from these levels, not from whatever an earlier test left.
+PYMILVUS_LOGGERS = ("pymilvus", "pymilvus.decorators", "pymilvus.milvus_client")
+PYMILVUS_LEVELS = {name: logging.getLogger(name).level for name in PYMILVUS_LOGGERS}
 
+
+# --- models and servers ------------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
 def shapes_encoder():
@@ -33,24 +49,6 @@ def shapes_encoder():
     if not config.SHAPES_CHECKPOINT.is_file():
         pytest.skip(f"{config.SHAPES_CHECKPOINT} is missing: train it with `make train-shapes`")
     return load_encoder(str(config.SHAPES_CHECKPOINT), device="cpu")
-
-
-@pytest.fixture(autouse=True)
-def stop_lite_services(tmp_path):
-    """After each test, stop the shared Milvus Lite services of the files it made (they outlive clients)."""
-    yield
-    from textimg_helpers.service import stop_services_under
-
-    stop_services_under(tmp_path)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def stop_session_services(tmp_path_factory):
-    """At the end, stop those of session-wide files too."""
-    yield
-    from textimg_helpers.service import stop_services_under
-
-    stop_services_under(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="session")
@@ -70,6 +68,111 @@ def milvus_server(tmp_path_factory):
     default_server.stop()
 
 
+class Indexed(NamedTuple):
+    """A Milvus Lite file holding the shapes images in collection ``SHAPES_COLLECTION``."""
+
+    uri: str
+    images: Path
+
+
+@pytest.fixture(scope="session")
+def indexed(tmp_path_factory, shapes_encoder) -> Indexed:
+    """120 shapes images (3 per class, 64x64: ``red_circle_0000.png`` ...) indexed once by ``textimg index``
+    into a Lite file of their own. Tests read it; they may add collections of other names, never rows."""
+    root = tmp_path_factory.mktemp("indexed")
+    images, uri = shapes_folder(root / "images", per_class=3), str(root / "milvus.db")
+    assert run_cli("index", images, "--uri", uri, "-q").summary == {"indexed": 120, "skipped": 0,
+                                                                     "unchanged": 0, "total": 120}
+    return Indexed(uri, images)
+
+
+# --- no Milvus process outlives the test that started it -----------------------------------------------
+
+def is_milvus(cmdline: list[str]) -> bool:
+    """Milvus Lite's (or the embedded server's) ``milvus`` binary, or our ``textimg_helpers.service``."""
+    return bool(cmdline) and (Path(cmdline[0]).name == "milvus" or "textimg_helpers.service" in cmdline)
+
+
+def milvus_processes(*folders) -> list[psutil.Process]:
+    """Live Milvus processes whose command line names a file under one of ``folders`` (another
+    session's processes on this machine name other folders, and are never counted)."""
+    prefixes = tuple({str(p) + os.sep for f in folders for p in (Path(f), Path(f).resolve())})
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        cmdline = proc.info["cmdline"] or []
+        if proc.info["status"] != psutil.STATUS_ZOMBIE and is_milvus(cmdline) \
+                and any(arg.startswith(prefixes) for arg in cmdline[1:]):
+            found.append(proc)
+    return found
+
+
+def milvus_children() -> list[psutil.Process]:
+    """Live Milvus processes started by this pytest process or its children (while they live)."""
+    found = []
+    for proc in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if proc.status() != psutil.STATUS_ZOMBIE and is_milvus(proc.cmdline()):
+                found.append(proc)
+    return found
+
+
+def left_running(procs: list[psutil.Process], grace: float = 15.0) -> list[str]:
+    """The command lines of ``procs`` still alive after ``grace`` seconds (those are killed then)."""
+    _, alive = psutil.wait_procs(procs, timeout=grace)
+    left = []
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            left.append(f"pid {proc.pid}: {' '.join(proc.cmdline())}")
+            proc.kill()
+    return left
+
+
+@pytest.fixture(autouse=True)
+def no_milvus_left(tmp_path):
+    """After each test, stop the shared Milvus Lite services of the files it made (they outlive clients);
+    a Milvus process that still names its ``tmp_path`` then is a leak: the test errors."""
+    yield
+    stop_services_under(tmp_path)
+    left = left_running(milvus_processes(tmp_path))
+    assert not left, "Milvus processes left running by this test:\n" + "\n".join(left)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_milvus_left_at_the_end(tmp_path_factory):
+    """At the end, stop the services of session-wide files and of the notebooks' data folder, then
+    check that no Milvus process of this run is left: none under its folders, none of its children."""
+    yield
+    folders = [tmp_path_factory.getbasetemp(), *filter(None, [os.environ.get("TEXTIMG_DATA_DIR")])]
+    for folder in folders:
+        stop_services_under(folder)
+    procs = {proc.pid: proc for proc in milvus_processes(*folders) + milvus_children()}
+    left = left_running(list(procs.values()))
+    assert not left, "Milvus processes left running at the end of the tests:\n" + "\n".join(left)
+
+
+# --- what pymilvus logs ---------------------------------------------------------------------------------
+
+@pytest.fixture
+def pymilvus_log():
+    """What pymilvus logs during the test (its own stderr handlers show it, in red in a notebook), with its
+    loggers at the levels a fresh Python gives them (``PYMILVUS_LEVELS``), whatever an earlier test left."""
+    records, handler = [], logging.Handler(logging.DEBUG)
+    handler.emit = lambda record: records.append(f"{record.name} {record.levelname}: {record.getMessage()}")
+    loggers = [logging.getLogger(name) for name in ("", *PYMILVUS_LOGGERS)]
+    loggers = [logger for logger in loggers if logger.name == "root" or not logger.propagate]  # each record once
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+    for name, level in PYMILVUS_LEVELS.items():
+        logging.getLogger(name).setLevel(level)
+    yield records
+    for logger, level in zip(loggers, levels):
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+# --- the CLI -------------------------------------------------------------------------------------------
+
 @dataclass
 class Run:
     """What a CLI run showed the user."""
@@ -86,8 +189,9 @@ class Run:
     @property
     def summary(self) -> dict[str, int]:
         """The ``indexed=.. skipped=.. unchanged=.. total=..`` last line of ``textimg index``."""
-        last = self.out.strip().splitlines()[-1]
-        assert re.fullmatch(r"(\w+=\d+ ?){4}", last), f"last line is not the summary: {last!r}"
+        last = self.out.strip().splitlines()[-1] if self.out.strip() else ""
+        assert re.fullmatch(r"indexed=\d+ skipped=\d+ unchanged=\d+ total=\d+", last), \
+            f"last line is not the summary: {last!r} (stderr: {self.err[-2000:]})"
         return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", last)}
 
 
@@ -108,9 +212,35 @@ def cli():
 
 
 def textimg_command(*argv) -> list[str]:
-    """``python -m textimg_helpers ARGS``, for a real process."""
+    """``python -m textimg_helpers ARGS``, for a real process (``subprocess.Popen`` where a test needs
+    to signal it or close its pipes; ``run_textimg`` otherwise)."""
     return [sys.executable, "-m", "textimg_helpers", *map(str, argv)]
 
+
+def run_textimg(*argv, env: dict | None = None, cwd=None, timeout: float = 300) -> Run:
+    """Run ``textimg ARGS`` in a real process (this environment plus ``env``) and capture its output:
+    what a terminal sees, output of Milvus Lite and of native code included."""
+    done = subprocess.run(textimg_command(*argv), env={**os.environ, **(env or {})}, cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)
+    return Run(done.returncode, done.stdout, done.stderr)
+
+
+# --- pictures --------------------------------------------------------------------------------------------
+
+def shape_colour(picture) -> str:
+    """The name of the colour (``red``, ``blue``, ...: ``shapes.COLOURS``) of the shape on a shapes picture:
+    the mean of the pixels that stand out from the picture's border (its background), named by the
+    nearest palette colour. Right for every one of 1,200 generated shapes images."""
+    pixels = np.asarray(picture.convert("RGB") if isinstance(picture, Image.Image) else picture, float)[..., :3]
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    shape = pixels[np.linalg.norm(pixels - np.median(border, axis=0), axis=-1) > 60]
+    if not len(shape):
+        return "none (the picture is all background)"
+    names, palette = list(COLOURS), np.array(list(COLOURS.values()), float)
+    return names[int(np.argmin(np.linalg.norm(palette - shape.mean(axis=0), axis=1)))]
+
+
+# --- images made on the spot ---------------------------------------------------------------------------
 
 def shapes_folder(folder: Path, per_class: int = 1) -> Path:
     """``per_class`` images of each of the 40 shape classes (64x64 PNGs) in ``folder``."""
@@ -151,4 +281,3 @@ def truncated(path: Path, source: Path) -> Path:
     data = source.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     return path
-

@@ -10,24 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_cli, shapes_folder
+from conftest import SHAPES_COLLECTION as COLLECTION
 from test_errors import assert_error
 from textimg_helpers.combine import (Term, combine_vectors, describe_terms, parse_expression, parse_term,
                                      search_by_terms)
 from textimg_helpers.config import TextimgError
 from textimg_helpers.store import connect
 from textimg_helpers.widgets import SearchPanel
-
-COLLECTION = "textimg_shapes_clip"  # the default collection of the shapes model
-
-
-@pytest.fixture(scope="module")
-def indexed(tmp_path_factory, shapes_encoder):
-    """Three images of each of the 40 shape classes, indexed by the CLI into a Lite file of their own."""
-    root = tmp_path_factory.mktemp("combine")
-    images, uri = shapes_folder(root / "images", per_class=3), str(root / "milvus.db")
-    assert run_cli("index", images, "--uri", uri, "-q").summary["total"] == 120
-    return uri, images
 
 
 def labels(run) -> list[str]:

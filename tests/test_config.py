@@ -1,7 +1,13 @@
 """Settings come from TEXTIMG_* variables, with defaults, and never show the token."""
 
+import os
+import subprocess
+import sys
+import tempfile
+
 import pytest
 
+from conftest import ROOT
 from textimg_helpers.config import (SHAPES_CHECKPOINT, Settings, TextimgError, default_collection,
                                     model_for_profile, model_name)
 from textimg_helpers.session import resolve_profile
@@ -48,3 +54,25 @@ def test_explicit_profile_is_used_without_any_network_check(tmp_path):
     said = []
     assert resolve_profile(Settings(profile="shapes", data_dir=tmp_path), announce=said.append) == "shapes"
     assert said == []
+
+
+def test_the_tests_see_only_their_own_settings():
+    """conftest.py sets these (a temporary data folder, the offline profile) and clears every other one."""
+    own = {"TEXTIMG_PROFILE": "shapes", "TEXTIMG_SERVICE_IDLE": "300"}
+    seen = {key: value for key, value in os.environ.items() if key.startswith("TEXTIMG_")}
+    seen.pop("TEXTIMG_TEST_MODEL", None), seen.pop("TEXTIMG_MODEL", None)  # the suite run with another model
+    data_dir = seen.pop("TEXTIMG_DATA_DIR")
+    assert seen == own
+    assert os.path.basename(data_dir).startswith("textimg-test-data-")
+    assert os.path.dirname(data_dir) == tempfile.gettempdir()
+
+
+def test_a_callers_textimg_settings_never_reach_the_tests(tmp_path):
+    """A developer's shell: their photos, their server, bf16 on, the real CLIP profile."""
+    caller = {"TEXTIMG_MY_FOLDER": str(tmp_path / "my photos"), "TEXTIMG_BF16": "1", "TEXTIMG_PROFILE": "clip",
+              "TEXTIMG_MILVUS_URI": "http://192.0.2.1:19530", "TEXTIMG_DATA_DIR": str(tmp_path / "mine")}
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          f"{__file__}::test_the_tests_see_only_their_own_settings"], cwd=ROOT,
+                         env={**os.environ, **caller, "TMPDIR": str(tmp_path)}, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0 and "1 passed" in run.stdout, run.stdout[-3000:]

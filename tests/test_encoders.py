@@ -85,9 +85,31 @@ def test_unknown_model_name_is_a_clear_error():
         load_encoder("ViT-Q/99", device="cpu")
 
 
-def test_device_auto_is_cpu_here_and_explicit_choice_wins():
+@pytest.mark.parametrize("cuda, mps, chosen", [(True, True, "cuda"), (True, False, "cuda"), (False, True, "mps"),
+                                              (False, False, "cpu")])
+def test_device_auto_prefers_cuda_then_mps_then_cpu(monkeypatch, cuda, mps, chosen):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    assert pick_device("auto") == chosen
+    assert pick_device() == chosen
+
+
+def test_an_explicit_device_wins_when_this_machine_has_it(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert [pick_device(device) for device in ("cpu", "cuda", "cuda:1", "mps")] == ["cpu", "cuda", "cuda:1", "mps"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     assert pick_device("cpu") == "cpu"
-    assert pick_device("auto") in ("cpu", "cuda", "mps")
+    for device in ("cuda", "cuda:0", "mps"):
+        with pytest.raises(TextimgError, match=f"device '{device}' is not available on this machine: use --device cpu"):
+            pick_device(device)
+    with pytest.raises(TextimgError, match="unknown device 'gpu': use auto, cpu, cuda"):
+        pick_device("gpu")
 
 
 @pytest.mark.parametrize("device, says", [("gpu", "unknown device 'gpu'"), ("cuda", "not available")])
@@ -147,7 +169,7 @@ def test_undecided_precision_keeps_whichever_ran_faster(slow):
         bf16 = torch.is_autocast_enabled("cpu")
         seen.append((len(batch), bf16))
         if bf16 == (slow == "bf16"):
-            time.sleep(0.05)
+            time.sleep(1.0)  # 1 s, as the docstring says: a busy 2-core machine hid 0.05 s
         return forward(batch)
 
     encoder.model.encode_image = timed_forward

@@ -12,11 +12,9 @@ import traceback
 
 import pytest
 
-from conftest import run_cli, shapes_folder, square
+from conftest import PYMILVUS_LEVELS, SHAPES_COLLECTION, run_cli, square
 from textimg_helpers.config import Settings
 from textimg_helpers.store import connect, create_collection
-
-SHAPES_COLLECTION = "textimg_shapes_clip"  # the default collection of the shapes model
 
 
 def assert_error(run, *fragments, code: int = 1) -> None:
@@ -29,15 +27,6 @@ def assert_error(run, *fragments, code: int = 1) -> None:
         assert len(run.err.strip().splitlines()) == 1, run.err
     for fragment in fragments:
         assert fragment in run.last_err, (fragment, run.last_err)
-
-
-@pytest.fixture(scope="module")
-def indexed(tmp_path_factory, shapes_encoder):
-    """A Milvus Lite file with the 40 shapes images indexed by the shapes model."""
-    folder = tmp_path_factory.mktemp("errors")
-    images, uri = shapes_folder(folder / "images"), str(folder / "milvus.db")
-    assert run_cli("index", images, "--uri", uri, "-q").summary["total"] == 40
-    return uri, images
 
 
 @pytest.mark.parametrize("query", ["", "   \t "])
@@ -57,7 +46,7 @@ def test_long_query_is_truncated_with_a_warning(cli, indexed):
 def test_k_larger_than_the_collection_returns_every_row(cli, indexed):
     uri, _ = indexed
     run = cli("search", "a red circle", "--uri", uri, "-k", 1000)
-    assert run.code == 0 and len(run.out.splitlines()) == 40
+    assert run.code == 0 and len(run.out.splitlines()) == 120
 
 
 @pytest.mark.parametrize("k", ["0", "-3"])
@@ -91,7 +80,7 @@ def test_another_model_never_mixes_into_a_collection(cli, indexed):
     assert_error(cli("search", "a red circle", *other), "model shapes-clip (dim 128)", "not shapes-clip+random",
                  fix)
     assert_error(cli("index", images, *other, "-q"), "model shapes-clip", "not shapes-clip+random", fix)
-    assert cli("stats", "--uri", uri).out.strip() == "rows=40 model=shapes-clip dim=128"  # untouched
+    assert cli("stats", "--uri", uri).out.strip() == "rows=120 model=shapes-clip dim=128"  # untouched
 
 
 def test_another_dimension_never_mixes_into_a_collection(cli, indexed):
@@ -143,6 +132,19 @@ def test_token_never_shown(cli, indexed, monkeypatch, free_port):
     shown = [run.out + run.err for run in runs] + records + crashes + [repr(Settings.from_env())]
     assert not [text for text in shown if token in text or "Tok3n" in text]
     assert Settings.from_env().milvus_token == token  # it was set, just never shown
+
+
+def test_a_command_leaves_pymilvus_logging_as_it_found_it(cli, indexed, pymilvus_log):
+    """The CLI hushes pymilvus while a command runs; a notebook or test that calls ``main`` afterwards
+    still sees pymilvus' own messages."""
+    uri, _ = indexed
+    assert cli("stats", "--uri", uri).code == 0
+    assert_error(cli("search", "a red circle", "--uri", uri, "--where", "label ==="), "Milvus refused the search")
+    assert_error(cli("stats", "--uri", uri, "--collection", "holiday_photos"), "no collection named")
+    levels = {name: logging.getLogger(name).level for name in PYMILVUS_LEVELS}
+    assert levels == PYMILVUS_LEVELS and pymilvus_log == []
+    logging.getLogger("pymilvus.decorators").error("pymilvus' own message")
+    assert pymilvus_log == ["pymilvus.decorators ERROR: pymilvus' own message"]
 
 
 @contextlib.contextmanager

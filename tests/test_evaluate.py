@@ -1,12 +1,10 @@
 """Measured quality: recall@k and mAP@10 per label, from the CLI and the helper."""
 
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 
+from conftest import run_textimg
 from textimg_helpers.data import shapes_images
 from textimg_helpers.evaluate import average_precision, labelled_images
 
@@ -31,75 +29,73 @@ def test_labels_come_from_subfolders_or_file_names(tmp_path):
 
 
 def run_eval(folder, work, *extra, quiet=True):
-    env = {**os.environ, "TEXTIMG_PROFILE": "shapes", "TEXTIMG_DATA_DIR": str(work)}
-    return subprocess.run([sys.executable, "-m", "textimg_helpers", "eval", str(folder), *extra]
-                          + (["-q"] if quiet else []), env=env, capture_output=True, text=True, timeout=300)
+    """``textimg eval FOLDER`` in a real process, with its Milvus Lite file in ``work``."""
+    return run_textimg("eval", folder, *extra, *(["-q"] if quiet else []), env={"TEXTIMG_DATA_DIR": str(work)})
 
 
 def test_eval_on_generated_shapes_meets_the_quality_floor(tmp_path):
     folder = shapes_images(tmp_path, per_class=4, seed=99)
     out = run_eval(folder, tmp_path)
-    assert out.returncode == 0, out.stderr
-    recall1, recall5, recall10, map10 = map(float, METRICS.match(out.stdout.strip().splitlines()[-1]).groups())
-    assert recall1 >= 0.9 and map10 >= 0.9, out.stdout
-    assert "labels=40 images=160" in out.stdout
-    assert "worst labels:" in out.stdout
-    assert "(collection textimg_shapes_clip_eval)" in out.stderr
-    env = {**os.environ, "TEXTIMG_PROFILE": "shapes", "TEXTIMG_DATA_DIR": str(tmp_path)}
-    stats = [subprocess.run([sys.executable, "-m", "textimg_helpers", "stats", *extra], env=env, capture_output=True,
-                            text=True, timeout=120) for extra in ([], ["--collection", "textimg_shapes_clip_eval"])]
-    assert "no collection named 'textimg_shapes_clip'" in stats[0].stderr  # your photos' collection: untouched
-    assert stats[1].stdout.strip() == "rows=160 model=shapes-clip dim=128"
+    assert out.code == 0, out.err
+    recall1, recall5, recall10, map10 = map(float, METRICS.match(out.out.strip().splitlines()[-1]).groups())
+    assert recall1 >= 0.9 and map10 >= 0.9, out.out
+    assert "labels=40 images=160" in out.out
+    assert "worst labels:" in out.out
+    assert "(collection textimg_shapes_clip_eval)" in out.err
+    stats = [run_textimg("stats", *extra, env={"TEXTIMG_DATA_DIR": str(tmp_path)})
+             for extra in ([], ["--collection", "textimg_shapes_clip_eval"])]
+    assert "no collection named 'textimg_shapes_clip'" in stats[0].err  # your photos' collection: untouched
+    assert stats[1].out.strip() == "rows=160 model=shapes-clip dim=128"
 
 
 def test_eval_compare_shows_three_template_sets_and_random_weights_are_flagged(tmp_path):
     folder = shapes_images(tmp_path, per_class=2, seed=7)
     out = run_eval(folder, tmp_path, "--compare", "--random-weights")
-    assert out.returncode == 0, out.stderr
-    rows = {line.split(":")[0].strip(): line for line in out.stdout.strip().splitlines()}
+    assert out.code == 0, out.err
+    rows = {line.split(":")[0].strip(): line for line in out.out.strip().splitlines()}
     assert set(rows) == {"label", "photo", "ensemble"}
-    assert "random-weights model: expect chance-level figures" in out.stderr
+    assert "random-weights model: expect chance-level figures" in out.err
     map10 = float(rows["photo"].split("mAP@10=")[1])
     assert map10 < 0.5  # random weights really are bad: the metric can fail
 
 
 def test_bad_template_is_refused(tmp_path):
     out = run_eval(tmp_path, tmp_path, "--template", "a photo")
-    assert out.returncode == 1 and "--template needs a {}" in out.stderr
+    assert out.code == 1 and "--template needs a {}" in out.err
 
 
 def test_eval_shows_progress_for_indexing_and_for_each_template_set(tmp_path):
     folder = shapes_images(tmp_path, per_class=1, seed=5)
     out = run_eval(folder, tmp_path, "--compare", quiet=False)
-    assert out.returncode == 0, out.stderr
-    bars = out.stderr.replace("\r", "\n")
+    assert out.code == 0, out.err
+    bars = out.err.replace("\r", "\n")
     for desc in ("indexing", "evaluating bare labels", "evaluating 'a photo of a {}'", "evaluating 10 templates"):
         assert re.search(rf"^{re.escape(desc)}: .* 40/40 \[.*/s\]", bars, re.M), (desc, bars)
-    assert set(line.split(":")[0].strip() for line in out.stdout.strip().splitlines()) == {"label", "photo", "ensemble"}
+    assert set(line.split(":")[0].strip() for line in out.out.strip().splitlines()) == {"label", "photo", "ensemble"}
 
 
 def test_eval_lang_prints_one_row_per_language_and_each_meets_the_floor(tmp_path):
     folder = shapes_images(tmp_path, per_class=4, seed=99)
     out = run_eval(folder, tmp_path, "--lang", "en,de,pt,ru,ar")
-    assert out.returncode == 0, out.stderr
-    lines = out.stdout.strip().splitlines()
+    assert out.code == 0, out.err
+    lines = out.out.strip().splitlines()
     assert lines[0] == "lang  recall@1 recall@5 recall@10 mAP@10  example query"
     rows = {line.split()[0]: line.split() for line in lines[1:]}
-    assert list(rows) == ["en", "de", "pt", "ru", "ar"], out.stdout
+    assert list(rows) == ["en", "de", "pt", "ru", "ar"], out.out
     for lang, row in rows.items():
         recall1, recall5, recall10, map10 = map(float, row[1:5])
-        assert recall1 >= 0.9 and map10 >= 0.9, (lang, out.stdout)
+        assert recall1 >= 0.9 and map10 >= 0.9, (lang, out.out)
     assert " ".join(rows["de"][5:]) == "ein Foto von einem schwarzen Kreis"
     assert " ".join(rows["ru"][5:]) == "фотография чёрного круга"
 
 
 def test_eval_lang_refuses_unknown_languages_and_labels_it_cannot_phrase(tmp_path):
     out = run_eval(tmp_path, tmp_path, "--lang", "de,fr")
-    assert out.returncode == 1 and "unknown language fr: use one or several of en,de,pt,ru,ar" in out.stderr
+    assert out.code == 1 and "unknown language fr: use one or several of en,de,pt,ru,ar" in out.err
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "n01440764_tench.JPEG").write_bytes(b"x")
     out = run_eval(tmp_path / "photos", tmp_path, "--lang", "en,ru")
-    assert out.returncode == 1 and "--lang ru: the label 'tench' is not in the language table" in out.stderr
+    assert out.code == 1 and "--lang ru: the label 'tench' is not in the language table" in out.err
     assert not (tmp_path / "milvus.db").exists()  # refused before any work
 
 

@@ -1,12 +1,13 @@
 """Notebooks are committed clean (no outputs, no execution counts) and open the same way."""
 
 import re
-from pathlib import Path
 
 import nbformat
 import pytest
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
+from conftest import ROOT
+
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 BADGE = re.compile(r"\[!\[Open In Colab\]\(https://colab\.research\.google\.com/assets/colab-badge\.svg\)\]"
                    r"\(https://colab\.research\.google\.com/github/textimg/textimg/blob/main/notebooks/"
                    r"(?P<name>[\w.-]+\.ipynb)\)")

@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import shapes_folder, textimg_command
+from conftest import run_textimg, shapes_folder, textimg_command
 from textimg_helpers import service
 from textimg_helpers.config import TextimgError
 from textimg_helpers.milvus import connect
@@ -66,7 +66,10 @@ def test_a_stale_state_file_is_replaced(tmp_path):
     assert state["pid"] != dead.pid and client.list_collections() == ["c"]
     # a reboot: the pid is alive again but is another process (its start time differs)
     service.state_file(db).write_text(json.dumps({**state, "pid": os.getpid()}))
-    assert service.read_state(db) is None
+    try:
+        assert service.read_state(db) is None
+    finally:
+        service.state_file(db).write_text(json.dumps(state))  # the real one again: the service can be stopped
 
 
 def test_two_processes_starting_at_once_get_one_service(tmp_path):
@@ -126,21 +129,20 @@ def test_serve_status_and_stop(tmp_path):
         port = re.fullmatch(rf"serving {re.escape(str(db))} at http://127\.0\.0\.1:(\d+)", line).group(1)
         client = connect(str(db))
         assert client.service_uri.endswith(f":{port}")  # a client uses the service that runs in the foreground
-        status = subprocess.run(textimg_command("serve", "--status", "--uri", db), capture_output=True, text=True)
-        assert (status.returncode, status.stdout.strip()) == (
-            0, f"serving {db} at http://127.0.0.1:{port} (pid {serve.pid})")
-        again = subprocess.run(textimg_command("serve", "--uri", db), capture_output=True, text=True, timeout=60)
-        assert again.returncode == 1 and "already served" in again.stderr
+        status = run_textimg("serve", "--status", "--uri", db)
+        assert (status.code, status.out.strip()) == (0, f"serving {db} at http://127.0.0.1:{port} (pid {serve.pid})")
+        again = run_textimg("serve", "--uri", db, timeout=60)
+        assert again.code == 1 and "already served" in again.err
         serve.send_signal(signal.SIGINT)  # Ctrl-C
         assert serve.wait(timeout=30) == 0
         assert f"stopped serving {db}" in serve.stderr.read()
     finally:
         serve.kill()
-    status = subprocess.run(textimg_command("serve", "--status", "--uri", db), capture_output=True, text=True)
-    assert (status.returncode, status.stdout.strip()) == (3, f"no service for {db}")
+    status = run_textimg("serve", "--status", "--uri", db)
+    assert (status.code, status.out.strip()) == (3, f"no service for {db}")
     connect(str(db))  # a background one now
-    stop = subprocess.run(textimg_command("serve", "--stop", "--uri", db), capture_output=True, text=True)
-    assert stop.returncode == 0 and stop.stdout.startswith(f"stopped {db} at http://127.0.0.1:")
+    stop = run_textimg("serve", "--stop", "--uri", db)
+    assert stop.code == 0 and stop.out.startswith(f"stopped {db} at http://127.0.0.1:")
     assert not services_of(db) and not service.state_file(db).exists()
 
 
@@ -162,15 +164,15 @@ def test_killing_the_service_during_index_loses_nothing_and_duplicates_nothing(t
     folder = shapes_folder(tmp_path / "shapes", per_class=3)  # 120 images
     db = tmp_path / "m.db"
     args = ("index", folder, "--uri", db, "--batch-size", "8", "--write-every", "8", "-q")
-    env = {**os.environ, "TEXTIMG_BF16": "0"}
-    run = subprocess.Popen(textimg_command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    run = subprocess.Popen(textimg_command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env={**os.environ, "TEXTIMG_BF16": "0"})
     client = wait_for(lambda: service.read_state(db) and connect(str(db)), what="the service")
     wait_for(lambda: "textimg_shapes_clip" in client.list_collections()
              and count_rows(client, "textimg_shapes_clip") >= 16, timeout=120, what="some rows")
     os.kill(service.read_state(db)["pid"], signal.SIGKILL)  # in the middle of the run
     out, err = run.communicate(timeout=300)
-    again = subprocess.run(textimg_command(*args), capture_output=True, text=True, env=env, timeout=300)
-    assert again.returncode == 0, again.stderr
-    assert again.stdout.strip().splitlines()[-1].endswith("total=120"), (out, err, again.stdout)
+    again = run_textimg(*args, env={"TEXTIMG_BF16": "0"})
+    assert again.code == 0, again.err
+    assert again.out.strip().splitlines()[-1].endswith("total=120"), (out, err, again.out)
     rows = client.query("textimg_shapes_clip", filter="", output_fields=["filepath"], limit=1000)
     assert len(rows) == len({row["filepath"] for row in rows}) == 120

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
-from conftest import ROOT, textimg_command
+from conftest import ROOT, run_textimg
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("0*.ipynb"))
 
@@ -52,24 +51,21 @@ class Kernel:
         self.manager.shutdown_kernel(now=True)
 
 
-def textimg(env: dict, *argv) -> subprocess.CompletedProcess:
-    return subprocess.run(textimg_command(*argv), capture_output=True, text=True, env=env, timeout=300)
-
-
 def test_every_notebook_kernel_alive_then_the_cli_and_the_panel(tmp_path):
-    env = {**os.environ, "TEXTIMG_DATA_DIR": str(tmp_path / "data"), "TEXTIMG_BF16": "0"}
+    changes = {"TEXTIMG_DATA_DIR": str(tmp_path / "data"), "TEXTIMG_BF16": "0"}
+    env = {**os.environ, **changes}
     kernels: dict[str, Kernel] = {}
     try:
         for path in NOTEBOOKS:
             kernels[path.stem] = kernel = Kernel(env, path.parent)
             kernel.run_notebook(path)  # the kernels of the notebooks before are still alive
             if path.stem.startswith("01"):  # a terminal indexes while 00 and 01 hold the file
-                indexed = textimg(env, "index", tmp_path / "data" / "shapes", "-q")
-                assert indexed.returncode == 0 and indexed.stdout.strip().endswith("total=480"), indexed.stderr
+                indexed = run_textimg("index", tmp_path / "data" / "shapes", "-q", env=changes)
+                assert indexed.code == 0 and indexed.out.strip().endswith("total=480"), indexed.err
             if path.stem >= "01":
-                search = textimg(env, "search", "a blue square", "-k", "3")
-                assert search.returncode == 0, f"after {path.stem}: {search.stderr}"
-                assert all("/blue_square_" in line for line in search.stdout.splitlines()), search.stdout
+                search = run_textimg("search", "a blue square", "-k", "3", env=changes)
+                assert search.code == 0, f"after {path.stem}: {search.err}"
+                assert all("/blue_square_" in line for line in search.out.splitlines()), search.out
         # the learner goes back to 04's panel, whose kernel has lived through all of the above
         shown = kernels["04_visualization"].run(
             "import json\n"

@@ -1,35 +1,30 @@
 """The search panel, driven as a person would: type, move the slider, press the buttons."""
 
 import html
+import io
 import os
 import re
 
 import pytest
+from PIL import Image
 
-from textimg_helpers.data import shapes_images
-from textimg_helpers.ingest import index_folder
+from conftest import SHAPES_COLLECTION, shape_colour
 from textimg_helpers.store import connect
-from textimg_helpers.widgets import SearchPanel
-
-COLLECTION = "panel_test"
+from textimg_helpers.widgets import THUMB_SIZE, SearchPanel
 
 
 @pytest.fixture(scope="module")
-def indexed(tmp_path_factory, shapes_encoder):
-    """Three generated images per shape class, indexed in a Milvus Lite file of its own."""
-    root = tmp_path_factory.mktemp("panel")
-    folder = shapes_images(root, per_class=3)
-    client = connect(str(root / "milvus.db"))
-    report = index_folder(client, COLLECTION, folder, shapes_encoder, progress=False, num_workers=0)
-    assert report.indexed == len(os.listdir(folder))
+def client(indexed):
+    """A client of the shared indexed file (120 shapes images, see tests/conftest.py)."""
+    client = connect(indexed.uri)
     yield client
     client.close()
 
 
 @pytest.fixture
-def panel(indexed, shapes_encoder):
+def panel(client, shapes_encoder):
     """A fresh panel on the indexed images (``shapes_encoder`` comes from tests/conftest.py)."""
-    return SearchPanel(indexed, COLLECTION, shapes_encoder)
+    return SearchPanel(client, SHAPES_COLLECTION, shapes_encoder)
 
 
 def status(panel):
@@ -42,13 +37,18 @@ def captions(panel):
     return [html.unescape(re.sub(r"<[^>]+>", "", card.children[1].value)) for card in panel.results.children]
 
 
+def pictures(panel) -> list[Image.Image]:
+    """The thumbnail of each card, decoded as the browser shows it."""
+    return [Image.open(io.BytesIO(card.children[0].value)) for card in panel.results.children]
+
+
 def test_submit_shows_k_thumbnails_of_red_circles(panel):
     panel.query.value = "a red circle"
     panel.k.value = 3
     panel.submit.click()
     cards = panel.results.children
     assert len(cards) == 3 and len(panel.hits) == 3
-    assert all(bytes(card.children[0].value).startswith(b"\x89PNG") for card in cards)
+    assert [shape_colour(picture) for picture in pictures(panel)] == ["red"] * 3
     assert [text.split()[0] for text in captions(panel)] == ["red_circle"] * 3
     assert captions(panel)[0] == f"red_circle {panel.hits[0].score:.3f}"
     assert status(panel) == "top 3 for 'a red circle'"
@@ -93,3 +93,16 @@ def test_long_query_still_searches_and_says_it_was_truncated(panel):
     panel.submit.click()
     assert len(panel.hits) == panel.k.value
     assert status(panel).startswith(f"top {panel.k.value} for") and "CLIP reads only the first 77" in status(panel)
+
+
+def test_each_thumbnail_shows_the_image_its_caption_names(panel):
+    """Circles of several colours: a card showing another hit's picture, or a grey square, is caught."""
+    panel.query.value = "a circle"
+    panel.k.value = 20
+    panel.submit.click()
+    named = [text.split()[0].split("_")[0] for text in captions(panel)]
+    assert len(set(named)) >= 4, named  # several colours, or this check could not see a mix-up
+    shown = pictures(panel)
+    assert [shape_colour(picture) for picture in shown] == named
+    assert all(picture.format == "PNG" and max(picture.size) <= THUMB_SIZE for picture in shown)
+    assert [card.children[0].width for card in panel.results.children] == [str(THUMB_SIZE)] * 20
