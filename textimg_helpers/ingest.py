@@ -357,7 +357,15 @@ def read_batches(files: list[FileInfo], size: int = 224, batch_size: int = 32,
     from torch.utils.data import DataLoader
 
     return iter(DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate,
-                           prefetch_factor=4, persistent_workers=False))
+                           prefetch_factor=4, persistent_workers=False, multiprocessing_context=worker_start()))
+
+
+def worker_start() -> str:
+    """How decoder processes start: never by forking this process, whose Milvus (gRPC) and torch threads
+    may hold locks at that instant (a forked child can wait on them forever); a fresh fork server does it."""
+    import multiprocessing
+
+    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
 
 def decode_in_threads(dataset: ImageFiles, batch_size: int, threads: int) -> Iterator:
