@@ -128,12 +128,13 @@ class Session:
     def expected(self) -> str:
         return KNOWN_QUERIES[self.profile][1]
 
-    def index(self, folder=None, **options):
-        """Index ``folder`` (default: the profile's images) incrementally into the session's collection."""
+    def index(self, folder=None, *, progress: bool = True, verbose: bool = True):
+        """Index ``folder`` (default: the profile's images) incrementally into the session's collection,
+        with the session's encoder; ``index_folder`` itself takes the other options."""
         from .ingest import index_folder
 
         self.report = index_folder(self.client, self.collection_name, folder or self.folder, self.encoder,
-                                   **options)
+                                   progress=progress, verbose=verbose)
         return self.report
 
 
