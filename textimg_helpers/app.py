@@ -16,30 +16,15 @@ from pathlib import Path
 
 import ipywidgets as widgets
 
-from .config import TextimgError
+from .config import error_text
 from .duplicates import DEFAULT_THRESHOLD, find_duplicates
 from .hits import Hit
 from .store import check_collection, collection_info, count_rows
-from .widgets import SearchPanel
+from .widgets import SearchPanel, status_html
 
 APP_NOTEBOOK = Path(__file__).parent / "assets" / "explore.ipynb"
 START_DIR = "TEXTIMG_APP_DIR"  # set by ``textimg app``: the kernel works in the folder the command ran in
-ERROR_COLOUR = "#b00020"
 MAX_SKIPPED_SHOWN, MAX_GROUPS_SHOWN, MAX_GROUP_IMAGES_SHOWN = 20, 20, 12
-
-
-def status_html(text: str, error: bool = False) -> str:
-    """One line of text, in red for an error (the panel's status line looks the same)."""
-    colour = ERROR_COLOUR if error else "#444"
-    return f'<span style="color:{colour}">{html.escape(text)}</span>'
-
-
-def error_text(exc: BaseException) -> str:
-    """The first line of an error, as the CLI prints it (with the type when it is not one of ours)."""
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    if isinstance(exc, TextimgError):
-        return first or type(exc).__name__
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 class AppPanel(SearchPanel):

@@ -15,7 +15,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from .config import Settings, TextimgError, default_collection
+from .config import Settings, TextimgError, default_collection, error_text
 from .session import Session
 
 DEMO_QUERIES = {"clip": "a white dog", "shapes": "a red circle"}
@@ -467,10 +467,8 @@ def run_command(args) -> int:
 
 def error_line(exc: Exception) -> str:
     """The first line of an error; for one that is not ours, its type and where to find more."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if not isinstance(exc, TextimgError):
-        text = f"{type(exc).__name__}: {text} (run with --debug for the traceback)"
-    return text
+    text = error_text(exc)
+    return text if isinstance(exc, TextimgError) else f"{text} (run with --debug for the traceback)"
 
 
 def redact(text: str, secret: str) -> str:

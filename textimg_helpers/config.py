@@ -27,6 +27,14 @@ class TextimgError(Exception):
     """An error with a message meant for the user (the CLI prints it as one line)."""
 
 
+def error_text(exc: BaseException) -> str:
+    """The first line of an error, as the CLI and the pages show it (with the type when it is not ours)."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, TextimgError):
+        return first or type(exc).__name__
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
 def default_data_dir() -> Path:
     """``data/`` of the source checkout when running from one, else ``./data``."""
     root = Path(__file__).resolve().parent.parent

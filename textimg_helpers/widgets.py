@@ -29,6 +29,7 @@ from .store import check_collection
 from .viz import thumbnail
 
 THUMB_SIZE = 120
+ERROR_COLOUR = "#b00020"
 
 
 class SearchPanel:
@@ -118,8 +119,13 @@ class SearchPanel:
 
     def show_status(self, text: str, error: bool = False) -> None:
         """One line above the results: what is shown, or in red what went wrong."""
-        colour = "#b00020" if error else "#444"
-        self.status.value = f'<span style="color:{colour}">{html.escape(text)}</span>'
+        self.status.value = status_html(text, error)
+
+
+def status_html(text: str, error: bool = False) -> str:
+    """One line of text, in red for an error (the panel's and the app's status lines)."""
+    colour = ERROR_COLOUR if error else "#444"
+    return f'<span style="color:{colour}">{html.escape(text)}</span>'
 
 
 def png_bytes(filepath: str, size: int = THUMB_SIZE) -> bytes:
