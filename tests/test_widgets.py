@@ -78,6 +78,20 @@ def test_a_click_on_a_thumbnail_is_more_like_this(panel):
     assert status(panel) == f"top 4 like {os.path.basename(chosen.filepath)}"
 
 
+def test_searching_again_and_again_keeps_the_kernel_from_filling_up(panel):
+    """Replaced cards are closed: their thumbnails do not stay in the kernel, search after search."""
+    from ipywidgets.widgets.widget import _instances
+
+    panel.query.value = "a red circle"
+    panel.submit.click()
+    live = len(_instances)
+    for query in ["a blue square", "a green triangle"] * 5:
+        panel.query.value = query
+        panel.submit.click()
+    assert len(_instances) == live
+    assert captions(panel)[0].startswith("green_triangle")
+
+
 def test_empty_query_shows_an_error_and_keeps_the_results(panel):
     panel.query.value = "a red circle"
     panel.submit.click()

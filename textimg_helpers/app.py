@@ -20,7 +20,7 @@ from .config import error_text
 from .duplicates import DEFAULT_THRESHOLD, find_duplicates
 from .hits import Hit
 from .store import check_collection, collection_info, count_rows
-from .widgets import SearchPanel, status_html
+from .widgets import SearchPanel, close_widgets, status_html
 
 APP_NOTEBOOK = Path(__file__).parent / "assets" / "explore.ipynb"
 START_DIR = "TEXTIMG_APP_DIR"  # set by ``textimg app``: the kernel works in the folder the command ran in
@@ -125,7 +125,10 @@ class ExploreApp:
             self.duplicates_status.value = status_html(error_text(exc), error=True)
             return
         shown = groups[:MAX_GROUPS_SHOWN]
+        old = self.groups.children
         self.groups.children = [self.group_row(number, group) for number, group in enumerate(shown, 1)]
+        for row in old:
+            close_widgets(row)
         text = (f"groups={len(groups)} images={sum(map(len, groups))} rows={n_rows} threshold={threshold:g}"
                 + (f" (the first {len(shown)} groups shown)" if len(shown) < len(groups) else ""))
         self.duplicates_status.value = status_html(text)

@@ -99,8 +99,10 @@ class SearchPanel:
 
     def show_hits(self, hits: list[Hit]) -> None:
         """Replace the thumbnails with one card per hit."""
-        self.hits = list(hits)
+        self.hits, old = list(hits), self.results.children
         self.results.children = [self.result_card(hit) for hit in self.hits]
+        for card in old:
+            close_widgets(card)
 
     def result_card(self, hit: Hit) -> widgets.VBox:
         """Thumbnail, ``label score`` caption and a "more like this" button for one hit."""
@@ -120,6 +122,17 @@ class SearchPanel:
     def show_status(self, text: str, error: bool = False) -> None:
         """One line above the results: what is shown, or in red what went wrong."""
         self.status.value = status_html(text, error)
+
+
+def close_widgets(widget) -> None:
+    """Close a widget and all it holds: a replaced card's thumbnail bytes stay in the kernel otherwise."""
+    for child in getattr(widget, "children", ()):
+        close_widgets(child)
+    for part in (getattr(widget, "_textimg_click", None), getattr(widget, "layout", None),
+                 getattr(widget, "style", None)):
+        if part is not None:  # each card's widget has its own layout and style widgets
+            part.close()
+    widget.close()
 
 
 def status_html(text: str, error: bool = False) -> str:
