@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
 
-DEFAULT_IMAGES = REPO.parent / "shared" / "data" / "imagenet-sample"
+DEFAULT_IMAGES = REPO.parent / "shared" / "data" / "imagenet-sample"  # 400 real ImageNet photos, one per class
 MODEL = "ViT-B/32"
 LABEL = "ViT-B/32, RANDOM weights"
 
@@ -29,8 +29,8 @@ def image_paths(folder: str | os.PathLike, n: int | None = None, seed: int = 0) 
 
     folder = Path(folder)
     if not folder.is_dir():
-        sys.exit(f"skipped: image folder {folder} not found (pass --images DIR; the benchmarks "
-                 "use the 400 ImageNet JPEGs of ../shared/data/imagenet-sample)")
+        sys.exit(f"skipped: image folder {folder} not found (pass --images DIR, a folder of real photos, "
+                 "e.g. 400 ImageNet samples, one per class)")
     paths = list_image_paths(folder)
     if n is not None and n < len(paths):
         paths = sorted(random.Random(seed).sample(paths, n))

@@ -41,11 +41,11 @@ def errors(nb: nbformat.NotebookNode) -> list[str]:
             for o in c.outputs if o.output_type == "error"]
 
 
-def test_setup_notebook_shows_the_settings_but_not_the_token(monkeypatch, tmp_path):
+def test_setup_notebook_runs_with_a_token_and_never_shows_it(monkeypatch, tmp_path):
     nb = run_notebook(SETUP, monkeypatch, tmp_path, TEXTIMG_MILVUS_URI=str(tmp_path / "milvus.db"))
     assert errors(nb) == []
     shown = outputs(nb)
-    assert any("Settings(" in text and "milvus.db" in text for text in shown)  # the settings were displayed
+    assert any("image/png" in text for text in shown)  # the grid was drawn
     assert not [text for text in shown if TOKEN in text or "N0tebook" in text]
 
 
@@ -54,5 +54,5 @@ def test_a_failed_connection_in_a_notebook_does_not_show_the_token(monkeypatch, 
         sock.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
     nb = run_notebook(SETUP, monkeypatch, tmp_path, TEXTIMG_MILVUS_URI=closed)
-    assert [e for e in errors(nb) if f"cannot connect to Milvus at {closed}" in e]  # the error is shown
+    assert errors(nb), "connecting to a closed port should fail in the MilvusClient cell"
     assert not [text for text in outputs(nb) if TOKEN in text or "N0tebook" in text]

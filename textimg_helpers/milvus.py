@@ -42,6 +42,15 @@ def connect(uri: str, token: str = "", idle: float | None = None):
     return _connect_in_process(uri)
 
 
+def shared_uri(uri: str, idle: float | None = None) -> str:
+    """The address to give ``MilvusClient(uri=...)`` so that several processes use one database: for
+    a Lite file, its shared service (``http://127.0.0.1:PORT``, started if none answers); a server URI,
+    or a Lite file where the service cannot run (Windows), as it is."""
+    if is_lite(uri) and service.available():
+        return service.ensure_service(uri, idle)
+    return uri
+
+
 def _client(uri: str, *, shown_as: str | None = None, **options) -> MilvusClient:
     """``MilvusClient(uri)`` with a readable one-line error."""
     try:

@@ -80,14 +80,17 @@ def show_images(image_paths: Sequence[str | os.PathLike], labels: Sequence[str] 
 RELEVANT, NOT_RELEVANT = "tab:green", "tab:red"
 
 
-def show_relevance(hits: Sequence[Hit], label: str, title: str | None = None, ncols: int = 5):
-    """``show_results`` with each hit framed green when its label is ``label`` (relevant), red when it
-    is not, and the precision so far (relevant hits / rank) under it: the arithmetic of AP@k."""
+def show_relevance(hits: Sequence[Hit], label: str | None = None, title: str | None = None, ncols: int = 5,
+                   relevant: Sequence[bool] | None = None):
+    """``show_results`` with each hit framed green when it is relevant (its label is ``label``, or as
+    ``relevant`` says, one flag per hit), red when it is not, and the precision so far (relevant hits
+    / rank) under it: the arithmetic of AP@k."""
+    relevant = [hit.label == label for hit in hits] if relevant is None else list(relevant)
     fig = show_results(hits, title=title, ncols=ncols)
     found = 0
-    for rank, (ax, hit) in enumerate(zip(fig.axes, hits), start=1):
-        found += hit.label == label
-        colour = RELEVANT if hit.label == label else NOT_RELEVANT
+    for rank, (ax, hit, is_relevant) in enumerate(zip(fig.axes, hits, relevant), start=1):
+        found += is_relevant
+        colour = RELEVANT if is_relevant else NOT_RELEVANT
         ax.spines[:].set_visible(True)
         ax.spines[:].set_color(colour)
         ax.spines[:].set_linewidth(4)
@@ -140,6 +143,39 @@ def show_similarity(similarity, row_labels: Sequence[str], col_labels: Sequence[
         bright = cells.norm(value) > 0.6  # dark text on the light (yellow) end of the colour map
         ax.text(col, row, f"{value:.2f}", ha="center", va="center", color="black" if bright else "white")
     fig.colorbar(cells, label="cosine similarity")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def project_2d(vectors) -> "np.ndarray":
+    """The first two principal components of ``vectors`` (n, dim): PCA with numpy's SVD, shape (n, 2)."""
+    import numpy as np
+
+    centred = np.asarray(vectors, dtype=np.float64) - np.mean(vectors, axis=0)
+    _, _, components = np.linalg.svd(centred, full_matrices=False)
+    return centred @ components[:2].T
+
+
+def show_embedding_map(image_embs, image_labels: Sequence[str], text_embs, captions: Sequence[str],
+                       title: str = "images (dots) and captions (stars) in one plane"):
+    """Images and captions in one 2-D plane (PCA of all their vectors together): a dot per image,
+    coloured by its label, a star per caption; returns the figure."""
+    import numpy as np
+
+    points = project_2d(np.concatenate([image_embs, text_embs]))
+    images, texts = points[: len(image_embs)], points[len(image_embs):]
+    labels = sorted(set(image_labels))
+    colours = {label: plt.cm.tab10(i % 10) for i, label in enumerate(labels)}
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for label in labels:
+        mine = np.array([lab == label for lab in image_labels])
+        ax.scatter(*images[mine].T, s=18, color=colours[label], label=label, alpha=0.7)
+    ax.scatter(*texts.T, marker="*", s=260, color="black")
+    for (x, y), caption in zip(texts, captions):
+        ax.annotate(caption, (x, y), xytext=(6, 6), textcoords="offset points", fontsize=9)
+    ax.set_xticks([]), ax.set_yticks([])
+    ax.legend(loc="upper left", bbox_to_anchor=(1, 1), fontsize=8)
     ax.set_title(title)
     fig.tight_layout()
     return fig
