@@ -1,7 +1,7 @@
 """``textimg app``: Voilà serving the search page (``app.APP_NOTEBOOK``) on 127.0.0.1, until Ctrl-C.
 
 The page has no login, so Voilà listens on the loopback address only: other machines cannot reach it
-(README: "Explore in your browser" says how to open it from another machine through SSH). Voilà's own
+(docs/app.md says how to open it from another machine through SSH). Voilà's own
 messages go to a temporary log; only its last line is shown, when it fails.
 """
 

@@ -293,7 +293,7 @@ APP_HELP = """Serve a search page at http://127.0.0.1:PORT/ (Voila renders a not
 package): a query box (combined queries too), k, thumbnails with label and score (the path on hover),
 "more like this" and "add to query" under each; a folder box and an Index button (incremental, with a
 progress bar and the skipped files' reasons); near-duplicate groups; the collection's row count and
-model. It listens on 127.0.0.1 only and has no login: see the README to open it from another machine.
+model. It listens on 127.0.0.1 only and has no login: see docs/app.md to open it from another machine.
 It uses the same shared Milvus Lite service as the notebooks and the other commands."""
 WORKERS_HELP = "decoder processes (default: 0 = threads, on up to 4 cores; else half the cores)"
 
