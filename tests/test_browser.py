@@ -53,7 +53,8 @@ def jupyterlab(tmp_path):
         (settings / name).parent.mkdir(parents=True, exist_ok=True)
         (settings / f"{name}.jupyterlab-settings").write_text(json.dumps(values))
     port, token = free_port(), secrets.token_hex(16)
-    env = {**os.environ, "TEXTIMG_DATA_DIR": str(tmp_path / "data"), "TEXTIMG_BF16": "0",
+    learner = {key: value for key, value in os.environ.items() if key != "MPLBACKEND"}  # Agg would hide every figure
+    env = {**learner, "TEXTIMG_DATA_DIR": str(tmp_path / "data"), "TEXTIMG_BF16": "0",
            "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "lab-settings"),
            "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "lab-workspaces")}
     lab = subprocess.Popen([sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ip=127.0.0.1", f"--port={port}",
@@ -94,7 +95,9 @@ def run_all(page, name: str):
     if select.count():  # JupyterLab may still ask which kernel: the notebook's own, as a learner answers
         select.click()
     expect(page.locator(".jp-StatusBar-TextItem", has_text="Python 3 (ipykernel) | Idle")).to_be_visible(timeout=120_000)
-    prompts = notebook.locator(".jp-CodeCell .jp-InputPrompt")
+    # a collapsed solution (input hidden) shows a placeholder, not its prompt: its output proves it ran
+    prompts = notebook.locator(".jp-CodeCell:not(:has(.jp-InputPlaceholder)) .jp-InputPrompt")
+    hidden = notebook.locator(".jp-CodeCell:has(.jp-InputPlaceholder)")
     count = prompts.count()
     for _ in range(3):  # a click while the kernel is still connecting can be lost: click again
         page.get_by_role("menuitem", name="Run", exact=True).click()
@@ -105,14 +108,16 @@ def run_all(page, name: str):
     deadline = time.monotonic() + 300
     while True:  # Run All stops at the first error: then the cells after it never get a number
         texts = [prompts.nth(i).inner_text() for i in range(count)]
-        if all(re.fullmatch(r"\[\d+\]:", t.strip()) for t in texts):
+        if all(re.fullmatch(r"\[\d+\]:", t.strip()) for t in texts) and all(
+                hidden.nth(i).locator(".jp-OutputArea-output").count() for i in range(hidden.count())):
             break
         errors = notebook.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
         tracebacks = [errors.nth(i).inner_text() for i in range(errors.count())]
         tracebacks = [t for t in tracebacks if "Traceback" in t or "Error" in t.splitlines()[0]]
         if tracebacks or time.monotonic() > deadline:
             page.screenshot(path=SCREENSHOTS / f"browser_failed_{Path(name).stem}.png", full_page=True)
-            raise AssertionError(f"{name}: Run All did not finish: {texts}\n" + "\n".join(tracebacks)[-3000:])
+            raise AssertionError(f"{name}: Run All did not finish: {texts}, {hidden.count()} collapsed cells\n"
+                                 + "\n".join(tracebacks)[-3000:])
         time.sleep(0.5)
     return notebook
 
@@ -126,8 +131,13 @@ def test_six_notebooks_run_all_then_the_panel_answers(jupyterlab, page):
     SCREENSHOTS.mkdir(exist_ok=True)
     page.goto(f"{url}/lab?token={token}")
     for path in NOTEBOOKS:  # each kernel stays alive while the next notebooks run
-        run_all(page, path.name)
+        notebook = run_all(page, path.name)
         page.screenshot(path=SCREENSHOTS / f"browser_{path.stem}.png")
+        if path.stem == "00_setup":  # the pipeline picture travels inside the notebook, as a cell attachment
+            picture = notebook.locator(".jp-MarkdownCell img[alt^='The pipeline']")
+            picture.scroll_into_view_if_needed()
+            assert picture.evaluate("img => img.complete && img.naturalWidth > 300"), "the pipeline picture did not load"
+            page.screenshot(path=SCREENSHOTS / "browser_00_pipeline.png")
     page.get_by_role("tab", name="04_visualization.ipynb").click()
     notebook = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
     panel = notebook.locator(".widget-vbox").filter(has=page.locator("input[placeholder='a red circle']")).first
