@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+import unicodedata
 import warnings
 from pathlib import Path
 
@@ -25,6 +26,13 @@ DEMO_GRID = Path("outputs") / "demo_grid.png"
 def say(*parts) -> None:
     """Messages for people go to stderr, so stdout stays clean for scripts (``--json``)."""
     print(*parts, file=sys.stderr, flush=True)
+
+
+def printable(text: str) -> str:
+    """``text`` for a terminal: control and format characters (newlines, escape sequences, right-to-left
+    overrides) written as escapes, so one path is one line that reads as it is stored (``--json`` is exact)."""
+    return "".join(char.encode("unicode_escape").decode("ascii") if unicodedata.category(char) in ("Cc", "Cf")
+                   else char for char in text)
 
 
 def open_job(args) -> Session:
@@ -80,7 +88,7 @@ def print_hits(hits, args, title: str | None = None) -> int:
         print(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=1))
     else:
         for hit in hits:
-            print(f"{hit.score:.3f}  {hit.filepath}")
+            print(f"{hit.score:.3f}  {printable(hit.filepath)}")
     if args.grid:
         save_grid(hits, args.grid, title=title or getattr(args, "image", None))
     if not hits:
@@ -188,7 +196,7 @@ def cmd_duplicates(job: Session, args) -> int:
     for number, group in enumerate(groups, 1):
         print(f"group {number}: {len(group)} images")
         for hit in group:
-            print(f"{hit.score:.3f}  {hit.filepath}")
+            print(f"{hit.score:.3f}  {printable(hit.filepath)}")
     print(f"groups={len(groups)} images={sum(map(len, groups))} rows={n_rows} threshold={args.threshold:g}")
     return 0
 
@@ -226,7 +234,7 @@ def cmd_demo(job: Session, args) -> int:
     hits = search_by_text(client, job.collection_name, encoder, query, top_k=10)
     print(f"top 10 for {query!r}:")
     for hit in hits:
-        print(f"{hit.score:.3f}  {hit.filepath}")
+        print(f"{hit.score:.3f}  {printable(hit.filepath)}")
     save_grid(hits, DEMO_GRID, title=query)
     return 0
 
@@ -418,7 +426,7 @@ COMMANDS = {"demo": cmd_demo, "index": cmd_index, "search": cmd_search, "similar
 
 
 def check_numbers(args) -> None:
-    """Refuse out-of-range numeric options the way argparse refuses bad ones (exit 2, usage)."""
+    """Refuse out-of-range numbers and an empty ``--uri`` the way argparse refuses bad options (exit 2, usage)."""
     for option in ("batch_size", "k", "write_every"):
         if getattr(args, option, 1) < 1:
             flag = "-k" if option == "k" else "--" + option.replace("_", "-")
@@ -427,6 +435,9 @@ def check_numbers(args) -> None:
         build_parser().error(f"--workers must be 0 or more, not {args.workers}")
     if not 0 <= getattr(args, "port", 0) <= 65535:
         build_parser().error(f"--port must be between 0 and 65535, not {args.port}")
+    if getattr(args, "uri", None) is not None and not args.uri.strip():
+        build_parser().error("--uri is empty: give a Milvus Lite file (such as data/milvus.db) or a server URI "
+                             "(http://localhost:19530), or leave --uri out for the default")
     if not 0 < getattr(args, "threshold", 1) <= 1:
         build_parser().error(f"--threshold is a cosine above 0 and at most 1, not {args.threshold}")
 

@@ -27,6 +27,7 @@ from .store import search_by_vector
 
 # "2:a dog", "0.5:photo.jpg"; not "3:00 pm" (a digit right after the colon stays text)
 WEIGHTED = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*:(?!\d)(.*)$", re.DOTALL)
+MAX_WEIGHT = 100.0  # past this one term drowns the others: the sum's other terms stop mattering
 OPERATOR = re.compile(r"(?:^|\s+)([+-])\s+")  # " + " or " - ", spaces around the sign
 
 
@@ -55,9 +56,9 @@ def parse_term(text: str, sign: int = 1) -> Term:
 
     match = WEIGHTED.match(text)
     weight, value = (float(match[1]), match[2].strip()) if match else (1.0, text.strip())
-    if weight <= 0:
-        raise TextimgError(f"the weight of {text!r} is {weight:g}: a weight is a positive number, "
-                           "such as 2:'a dog' or 0.5:photo.jpg (use --minus to subtract a term)")
+    if not 0 < weight <= MAX_WEIGHT:  # also inf, from a weight of hundreds of digits
+        raise TextimgError(f"the weight of {text[:60]!r} is {weight:g}: a weight is a positive number, at most "
+                           f"{MAX_WEIGHT:g}, such as 2:'a dog' or 0.5:photo.jpg (use --minus to subtract a term)")
     check_query(value, warn=False)
     return Term(value, sign * weight, is_image_term(value))
 

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import time
 import urllib.error
 import urllib.request
@@ -96,13 +97,32 @@ def load_image(path: str | os.PathLike, max_side: int | None = None, header_only
 
 
 def read_query_image(path: str | os.PathLike, max_side: int | None = None, header_only: bool = False):
-    """``load_image`` for an image given as a query: a missing or unreadable file is one ``TextimgError``."""
+    """``load_image`` for an image given as a query: a missing or unreadable file is one ``TextimgError``,
+    and so is anything but a regular file (a FIFO or a device would block the read, or never end)."""
+    check_regular_file(path)
     try:
         return load_image(Path(path).expanduser(), max_side, header_only)
     except FileNotFoundError:
         raise TextimgError(f"image not found: {path}") from None
     except Exception as exc:
         raise TextimgError(f"cannot read image {path}: {exc}") from None
+
+
+SPECIAL_FILES = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"),
+                 (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"))
+
+
+def check_regular_file(path: str | os.PathLike) -> None:
+    """Refuse a query image that is missing or not a regular file, without opening it (``stat`` never blocks)."""
+    try:
+        mode = os.stat(Path(path).expanduser()).st_mode
+    except FileNotFoundError:
+        raise TextimgError(f"image not found: {path}") from None
+    except OSError as exc:
+        raise TextimgError(f"cannot read image {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in SPECIAL_FILES if test(mode)), "a special file")
+        raise TextimgError(f"cannot read image {path}: not a regular file ({kind})")
 
 
 def _decode(path: str | os.PathLike, max_side: int | None, header_only: bool = False) -> Image.Image | None:

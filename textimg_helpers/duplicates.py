@@ -16,6 +16,7 @@ from pymilvus import MilvusException
 from .config import TextimgError
 from .hits import Hit
 from .milvus import pymilvus_errors_unlogged
+from .store import check_filter, shown_filter
 
 DEFAULT_THRESHOLD = 0.95
 BLOCK_SIZE = 512  # rows compared at once: a (BLOCK_SIZE, n) float32 matrix, 200 MB at n = 100,000
@@ -26,6 +27,7 @@ def read_vectors(client, collection_name: str, filter: str = "",
                  batch_size: int = READ_BATCH) -> tuple[list[dict], np.ndarray]:
     """Every row's ``id``, ``filepath`` and ``label``, and its stored vector: (rows, image_embs (n, dim))."""
     rows, pages_of_embs = [], []
+    check_filter(filter)
     try:
         with pymilvus_errors_unlogged():  # its iterator logs a warning about timestamps on Milvus Lite
             pages = client.query_iterator(collection_name, batch_size=batch_size, filter=filter,
@@ -37,7 +39,7 @@ def read_vectors(client, collection_name: str, filter: str = "",
             finally:
                 pages.close()
     except MilvusException as exc:
-        raise TextimgError(f"Milvus refused to read the rows{' with filter ' + repr(filter) if filter else ''}: "
+        raise TextimgError(f"Milvus refused to read the rows{' with filter ' + shown_filter(filter) if filter else ''}: "
                            f"{exc.message}") from None
     image_embs = np.concatenate(pages_of_embs) if pages_of_embs else np.zeros((0, 0), np.float32)
     return rows, image_embs

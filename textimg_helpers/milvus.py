@@ -169,6 +169,7 @@ def explain_connect_error(uri: str, exc: Exception) -> str:
 def _connect_in_process(uri: str) -> MilvusClient:
     """Milvus Lite inside this process: one process per file, as Milvus Lite itself allows."""
     db = Path(uri).expanduser()
+    service.check_lite_name(db)
     try:
         db.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -80,6 +81,18 @@ def lite_lock_file(db: Path) -> Path:
 
 def service_uri(state: dict) -> str:
     return f"http://{HOST}:{state['port']}"
+
+
+LITE_NAME = re.compile(r"[a-zA-Z0-9.\-_]{1,36}")  # the file names Milvus Lite 2.5 opens (milvus_lite/server.py)
+
+
+def check_lite_name(db: Path) -> None:
+    """Refuse, before anything starts, a file name Milvus Lite would refuse with a message only in its log."""
+    if not LITE_NAME.fullmatch(db.name):
+        why = "is longer than 36 characters" if len(db.name) > 36 else "holds characters other than a-z, A-Z, 0-9, ., - and _"
+        safe = re.sub(r"[^a-zA-Z0-9.\-_]+", "_", db.stem)[:33] + ".db"
+        raise TextimgError(f"Milvus Lite cannot use the file name {db.name!r}: it {why}; name the file "
+                           f"like {safe!r} (the folder may have any name, e.g. one folder per collection)")
 
 
 def lite_in_use_message(uri: str) -> str:
@@ -168,6 +181,7 @@ def start_lock(db: Path, timeout: float = START_TIMEOUT):
 def ensure_service(uri: str | os.PathLike, idle: float | None = None) -> str:
     """The ``http://127.0.0.1:PORT`` of the service of this Lite file, started if none answers."""
     db = db_path(uri)
+    check_lite_name(db)
     try:
         db.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -25,6 +25,37 @@ MAX_PATH = 4096
 INDEX_PARAMS = {"index_type": "IVF_FLAT", "metric_type": "COSINE", "params": {"nlist": 128}}
 SEARCH_PARAMS = {"metric_type": "COSINE", "params": {"nprobe": 16}}
 MAX_TOP_K = 16384  # Milvus' limit for one search
+# A filter is refused before Milvus parses it when it is longer or nested deeper than this (about 60 KB
+# of nested parentheses crashed the Milvus Lite binary, and with it every client of a shared file).
+MAX_FILTER_CHARS, MAX_FILTER_DEPTH, SHOWN_FILTER_CHARS = 8192, 100, 200  # 8192: above MAX_PATH
+
+
+def shown_filter(filter: str) -> str:
+    """A filter as an error message quotes it: its first ``SHOWN_FILTER_CHARS`` characters."""
+    if len(filter) <= SHOWN_FILTER_CHARS:
+        return repr(filter)
+    return f"{filter[:SHOWN_FILTER_CHARS]!r}... ({len(filter):,} characters)"
+
+
+def filter_depth(filter: str) -> int:
+    """How deeply parentheses and brackets nest in ``filter`` (quotes not told apart: an upper bound)."""
+    depth = deepest = 0
+    for char in filter:
+        depth += char in "([{"
+        depth -= char in ")]}" and depth > 0
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def check_filter(filter: str) -> str:
+    """``filter`` itself, or one ``TextimgError`` when it is too long or too deeply nested for Milvus."""
+    if len(filter) > MAX_FILTER_CHARS:
+        raise TextimgError(f"filter refused: {len(filter):,} characters, over the {MAX_FILTER_CHARS:,} allowed "
+                           f"(it starts {filter[:SHOWN_FILTER_CHARS]!r}...)")
+    if filter_depth(filter) > MAX_FILTER_DEPTH:
+        raise TextimgError(f"filter refused: parentheses nested {filter_depth(filter)} deep, over the "
+                           f"{MAX_FILTER_DEPTH} allowed: {shown_filter(filter)}")
+    return filter
 
 
 def path_id(filepath: str) -> int:
@@ -105,6 +136,7 @@ def fetch_file_stats(client: MilvusClient, collection_name: str, ids: Sequence[i
 
 def count_rows(client: MilvusClient, collection_name: str, filter: str = "") -> int:
     """Number of rows (matching ``filter``), counted with Strong consistency (exact right after a write)."""
+    check_filter(filter)
     client.load_collection(collection_name)
     res = client.query(collection_name, filter=filter, output_fields=["count(*)"], consistency_level="Strong")
     return int(res[0]["count(*)"])
@@ -139,6 +171,7 @@ def search_by_vector(client: MilvusClient, collection_name: str, vectors: np.nda
     """The ``top_k`` nearest rows for each query vector, best first."""
     if top_k <= 0:
         raise TextimgError(f"k must be at least 1, not {top_k}")
+    check_filter(filter or "")
     vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
     try:
         with pymilvus_errors_unlogged():
@@ -154,7 +187,7 @@ def search_by_vector(client: MilvusClient, collection_name: str, vectors: np.nda
                 f"collection {collection_name!r} was built with model {info['model']} (dim {info['dim']}), "
                 f"but the query vector has dim {vectors.shape[1]}: use the collection of your model "
                 "(--collection) or rebuild it (textimg drop, then index again)") from None
-        raise TextimgError(f"Milvus refused the search{' with filter ' + repr(filter) if filter else ''}: "
+        raise TextimgError(f"Milvus refused the search{' with filter ' + shown_filter(filter) if filter else ''}: "
                            f"{exc.message}") from None
     return [[Hit(h["entity"]["filepath"], h["entity"]["label"], float(h["distance"]), int(h["id"]))
              for h in hits] for hits in res]
