@@ -109,3 +109,20 @@ def test_control_characters_in_a_path_stay_on_one_escaped_line(cli, tmp_path):
         assert any(line.endswith(escaped) for line in lines), (escaped, lines)
     exact = cli("search", "a red circle", "-k", 43, "--uri", uri, "--json")
     assert set(hostile) <= {os.path.basename(hit["filepath"]) for hit in json.loads(exact.out)}
+
+
+@pytest.mark.parametrize("setting, says", [("TEXTIMG_PROFILE=bogus", "TEXTIMG_PROFILE='bogus' is not one of auto"),
+                                           ("TEXTIMG_SERVICE_IDLE=abc", "TEXTIMG_SERVICE_IDLE='abc' is not a number")])
+def test_a_bad_setting_is_one_line_not_a_traceback(tmp_path, setting, says):
+    key, value = setting.split("=")
+    run = run_textimg("stats", "--uri", tmp_path / "milvus.db", env={key: value})
+    assert run.code == 1 and run.last_err.startswith(f"textimg: error: {says}"), run.err
+    assert "Traceback" not in run.err
+
+
+@pytest.mark.parametrize("template", ["{}{}{}", "a {0} of {}", "a photo of a {label}"])
+def test_a_template_that_cannot_format_one_label_is_refused_before_any_work(cli, tmp_path, template):
+    images = shapes_folder(tmp_path / "images")
+    run = cli("eval", images, "--template", template, "--uri", tmp_path / "milvus.db")
+    assert run.code == 1 and "--template needs a {} where the label goes, once" in run.last_err, run.err
+    assert "indexed=" not in run.out + run.err

@@ -153,9 +153,9 @@ def check_eval_options(job: Session, args) -> list[str] | None:
     from .evaluate import check_labels_translate, labelled_images
     from .languages import check_langs
 
-    if args.template and "{}" not in args.template:
-        raise TextimgError(f"--template needs a {{}} where the label goes, e.g. 'a photo of a {{}}', "
-                           f"not {args.template!r}")
+    if args.template and (args.template.count("{}") != 1 or set("{}") & set(args.template.replace("{}", "", 1))):
+        raise TextimgError(f"--template needs a {{}} where the label goes, once and with no other braces, "
+                           f"e.g. 'a photo of a {{}}', not {args.template!r}")
     langs = check_langs(args.lang) if args.lang else None
     if langs:
         check_labels_translate(labelled_images(args.folder), langs)
@@ -446,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; errors print one readable line (a traceback only with ``--debug``)."""
     args = build_parser().parse_args(argv)
     check_numbers(args)
-    token = Settings.from_env().milvus_token
+    token = os.environ.get("TEXTIMG_MILVUS_TOKEN", "")  # read as is: a bad setting is reported below, in one line
     from .milvus import pymilvus_log_level  # pymilvus is imported once the arguments are known good
 
     try:
