@@ -126,3 +126,14 @@ def test_a_template_that_cannot_format_one_label_is_refused_before_any_work(cli,
     run = cli("eval", images, "--template", template, "--uri", tmp_path / "milvus.db")
     assert run.code == 1 and "--template needs a {} where the label goes, once" in run.last_err, run.err
     assert "indexed=" not in run.out + run.err
+
+
+def test_a_collection_name_milvus_refuses_is_named_with_one_it_takes(cli, indexed):
+    run = cli("search", "a red circle", "--collection", "my photos", "--uri", indexed.uri)
+    assert run.code == 1 and run.last_err.startswith("textimg: error: collection name 'my photos' is not allowed"), run.err
+    assert run.last_err.endswith("e.g. 'my_photos'") and "MilvusException" not in run.err
+
+
+def test_a_service_idle_of_zero_is_refused_not_taken_as_never(tmp_path):
+    run = run_textimg("stats", "--uri", tmp_path / "milvus.db", env={"TEXTIMG_SERVICE_IDLE": "0"})
+    assert run.code == 1 and "TEXTIMG_SERVICE_IDLE=0: give the seconds" in run.last_err, run.err

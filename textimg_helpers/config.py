@@ -66,6 +66,12 @@ class Settings:
             object.__setattr__(self, "service_idle", float(self.service_idle))
         except ValueError:
             raise TextimgError(f"TEXTIMG_SERVICE_IDLE={self.service_idle!r} is not a number of seconds") from None
+        if not self.service_idle > 0:  # 0 would have meant "never stop": `textimg serve` is for that
+            raise TextimgError(f"TEXTIMG_SERVICE_IDLE={self.service_idle:g}: give the seconds a shared Milvus Lite "
+                               "service waits for a client before it stops, above 0 (for a service that runs "
+                               "until stopped, use textimg serve)")
+        if self.collection_name is not None:
+            check_collection_name(self.collection_name)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -86,6 +92,19 @@ class Settings:
     def uri(self) -> str:
         """The Milvus URI: a Milvus Lite file under ``data_dir`` unless set."""
         return self.milvus_uri or str(self.data_dir / "milvus.db")
+
+
+COLLECTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")  # what Milvus accepts as a collection name
+
+
+def check_collection_name(name: str) -> None:
+    """Refuse a collection name Milvus would refuse, with one that it takes."""
+    if not COLLECTION_NAME.fullmatch(name):
+        safe = re.sub(r"[^A-Za-z0-9_]+", "_", name).strip("_")[:255] or "photos"
+        safe = safe if re.match(r"[A-Za-z_]", safe) else "_" + safe[:254]
+        raise TextimgError(f"collection name {name!r} is not allowed: Milvus takes letters, digits and _, starting "
+                           f"with a letter or _, at most 255 characters (--collection / TEXTIMG_COLLECTION), "
+                           f"e.g. {safe!r}")
 
 
 def model_for_profile(profile: str, model: str | None) -> str:
