@@ -65,11 +65,12 @@ def draw_result_grid(path: Path) -> Path:
     from textimg_helpers.config import Settings
     from textimg_helpers.search import search_by_text
     from textimg_helpers.service import stop_services_under
-    from textimg_helpers.session import open_session
+    from textimg_helpers.session import Session
     from textimg_helpers.viz import show_results
 
     with tempfile.TemporaryDirectory() as tmp:
-        session = open_session(**vars(Settings(profile="shapes", data_dir=Path(tmp))) | {"milvus_token": None})
+        session = Session.from_settings(Settings(profile="shapes", data_dir=Path(tmp)))
+        session.index(progress=False, verbose=False)
         hits = search_by_text(session.client, session.collection_name, session.encoder, "a red circle", top_k=10)
         fig = show_results(hits, title='top 10 for "a red circle"', size=1.5)
         fig.savefig(path, dpi=60)

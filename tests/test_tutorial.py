@@ -166,7 +166,8 @@ def test_lessons_hold_no_verification_plumbing(path):
 
 
 def test_the_notebooks_shapes_and_clip_text_agrees_with_the_code():
-    """The contradictions once found: the Colab cell's %env line, German sent to English-only CLIP."""
+    """No Colab cell sets a profile that auto already picks; 04 sends German to real CLIP only through the
+    multilingual text encoder."""
     for path in NOTEBOOKS:
         for cell in cells(path):
             assert "%env TEXTIMG_PROFILE" not in cell.source, f"{path.name}: auto already picks clip on Colab"

@@ -66,7 +66,7 @@ class Settings:
             object.__setattr__(self, "service_idle", float(self.service_idle))
         except ValueError:
             raise TextimgError(f"TEXTIMG_SERVICE_IDLE={self.service_idle!r} is not a number of seconds") from None
-        if not self.service_idle > 0:  # 0 would have meant "never stop": `textimg serve` is for that
+        if not self.service_idle > 0:  # a service that never stops is `textimg serve`, not an idle time of 0
             raise TextimgError(f"TEXTIMG_SERVICE_IDLE={self.service_idle:g}: give the seconds a shared Milvus Lite "
                                "service waits for a client before it stops, above 0 (for a service that runs "
                                "until stopped, use textimg serve)")

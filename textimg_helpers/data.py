@@ -99,11 +99,9 @@ def load_image(path: str | os.PathLike, max_side: int | None = None, header_only
 def read_query_image(path: str | os.PathLike, max_side: int | None = None, header_only: bool = False):
     """``load_image`` for an image given as a query: a missing or unreadable file is one ``TextimgError``,
     and so is anything but a regular file (a FIFO or a device would block the read, or never end)."""
-    check_regular_file(path)
+    check_regular_file(path)  # also says "image not found"
     try:
         return load_image(Path(path).expanduser(), max_side, header_only)
-    except FileNotFoundError:
-        raise TextimgError(f"image not found: {path}") from None
     except Exception as exc:
         raise TextimgError(f"cannot read image {path}: {exc}") from None
 

@@ -52,8 +52,8 @@ def check_filter(filter: str) -> str:
     if len(filter) > MAX_FILTER_CHARS:
         raise TextimgError(f"filter refused: {len(filter):,} characters, over the {MAX_FILTER_CHARS:,} allowed "
                            f"(it starts {filter[:SHOWN_FILTER_CHARS]!r}...)")
-    if filter_depth(filter) > MAX_FILTER_DEPTH:
-        raise TextimgError(f"filter refused: parentheses nested {filter_depth(filter)} deep, over the "
+    if (depth := filter_depth(filter)) > MAX_FILTER_DEPTH:
+        raise TextimgError(f"filter refused: parentheses nested {depth} deep, over the "
                            f"{MAX_FILTER_DEPTH} allowed: {shown_filter(filter)}")
     return filter
 
