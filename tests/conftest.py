@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -226,6 +227,16 @@ def run_textimg(*argv, env: dict | None = None, cwd=None, timeout: float = 300) 
 
 
 # --- pictures --------------------------------------------------------------------------------------------
+
+def wait_for(condition, timeout: float = 30.0, what: str = "condition"):
+    """``condition()``'s first true value, polled every 0.1 s; an ``AssertionError`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
 
 def shape_colour(picture) -> str:
     """The name of the colour (``red``, ``blue``, ...: ``shapes.COLOURS``) of the shape on a shapes picture:

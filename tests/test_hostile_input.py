@@ -1,5 +1,5 @@
-"""Input that cannot hang, crash or mislead: query files that are not regular files, filters too long or
-too deep for Milvus, absurd weights, file names Milvus Lite refuses, an empty --uri, and file names with
+"""Input that cannot hang, crash or mislead: query files that are not regular files or take too long to
+read, filters too long, too deep or testing no field, absurd weights, file names Milvus Lite refuses, an empty --uri, and file names with
 control characters in plain-text output. Each ends in one ``textimg: error:`` line, fast."""
 
 from __future__ import annotations
@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 
 import pytest
 
-from conftest import run_textimg, shapes_folder
+from conftest import run_textimg, shapes_folder, square
+from textimg_helpers import data
 from textimg_helpers.combine import parse_expression
 from textimg_helpers.config import TextimgError
 
@@ -52,6 +54,23 @@ def test_the_panel_and_app_syntax_refuse_a_fifo_without_blocking(fifo):
     thread.start()
     thread.join(timeout=10)
     assert outcome == [f"cannot read image {fifo}: not a regular file (a FIFO)"]
+
+
+def test_a_query_image_that_takes_too_long_to_read_is_refused_on_time(tmp_path, monkeypatch):
+    slow = tmp_path / "slow.png"
+    square().save(slow)
+    real_load = data.load_image
+
+    def stalled(*args, **kwargs):  # a network share that stops answering in the middle of the file
+        time.sleep(3)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(data, "load_image", stalled)
+    start = time.monotonic()
+    with pytest.raises(TextimgError, match=r"cannot read image .*slow\.png: no data after 0\.2 s"):
+        data.read_query_image(slow, timeout=0.2)
+    assert time.monotonic() - start < 2
+    assert data.read_query_image(slow, timeout=10).size == (32, 32)  # a slow read within the limit is kept
 
 
 def test_a_deeply_nested_filter_is_refused_before_milvus_and_the_service_lives_on(cli, indexed):
@@ -137,3 +156,11 @@ def test_a_collection_name_milvus_refuses_is_named_with_one_it_takes(cli, indexe
 def test_a_service_idle_of_zero_is_refused_not_taken_as_never(tmp_path):
     run = run_textimg("stats", "--uri", tmp_path / "milvus.db", env={"TEXTIMG_SERVICE_IDLE": "0"})
     assert run.code == 1 and "TEXTIMG_SERVICE_IDLE=0: give the seconds" in run.last_err, run.err
+
+
+def test_a_filter_that_tests_no_field_says_what_a_filter_tests(cli, indexed):
+    run = cli("search", "a red circle", "--where", "1 == 1", "--uri", indexed.uri)
+    assert run.code == 1
+    assert run.last_err == ("textimg: error: Milvus refused the search with filter '1 == 1': it tests no field. "
+                            "A filter tests the fields id, filepath, label, size, mtime, e.g. "
+                            'label == "red_circle" or size > 100000; leave it out to use every row')

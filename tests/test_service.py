@@ -14,32 +14,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import run_textimg, shapes_folder, textimg_command
+from conftest import run_textimg, shapes_folder, textimg_command, wait_for
 from textimg_helpers import service
+from textimg_helpers.service import services_of
 from textimg_helpers.config import TextimgError
 from textimg_helpers.milvus import connect
 from textimg_helpers.store import count_rows
 
 pytestmark = pytest.mark.skipif(not service.available(), reason="no Milvus Lite 2.5 server on this platform")
-
-
-def services_of(db: Path) -> list[psutil.Process]:
-    """Our service processes serving ``db`` (however they were started)."""
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        cmdline = proc.info["cmdline"] or []
-        if "textimg_helpers.service" in cmdline and str(db) in cmdline:
-            found.append(proc)
-    return found
-
-
-def wait_for(condition, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_two_processes_use_one_file_at_once(tmp_path):

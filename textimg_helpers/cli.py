@@ -272,6 +272,7 @@ def cmd_serve(args) -> int:
         if (state := service.read_state(db)) is not None:
             raise TextimgError(f"{db} is already served at {service.service_uri(state)} (pid {state['pid']}): "
                                "textimg serve --stop first to serve it here")
+        service.retire_services(db)  # one whose Milvus died, or whose file was replaced, still closing
         server = service.start_server(db)
     print(f"serving {db} at http://{service.HOST}:{server.port}", flush=True)
     try:

@@ -8,6 +8,7 @@ import re
 import shutil
 import socket
 import stat
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -96,14 +97,32 @@ def load_image(path: str | os.PathLike, max_side: int | None = None, header_only
         raise UnreadableImage(f"{what} ({exc})") from None
 
 
-def read_query_image(path: str | os.PathLike, max_side: int | None = None, header_only: bool = False):
+QUERY_READ_TIMEOUT = 30.0  # seconds a query image may take to read (a stalled network share never answers)
+
+
+def read_query_image(path: str | os.PathLike, max_side: int | None = None, header_only: bool = False,
+                     timeout: float = QUERY_READ_TIMEOUT):
     """``load_image`` for an image given as a query: a missing or unreadable file is one ``TextimgError``,
-    and so is anything but a regular file (a FIFO or a device would block the read, or never end)."""
+    and so is anything but a regular file (a FIFO or a device would block the read, or never end), or a
+    file that takes over ``timeout`` seconds to read (the read goes on in a thread left behind)."""
     check_regular_file(path)  # also says "image not found"
-    try:
-        return load_image(Path(path).expanduser(), max_side, header_only)
-    except Exception as exc:
-        raise TextimgError(f"cannot read image {path}: {exc}") from None
+    outcome: dict = {}
+
+    def read():
+        try:
+            outcome["image"] = load_image(Path(path).expanduser(), max_side, header_only)
+        except Exception as exc:
+            outcome["error"] = exc
+
+    reader = threading.Thread(target=read, daemon=True, name="textimg-query-image")
+    reader.start()
+    reader.join(timeout)
+    if reader.is_alive():
+        raise TextimgError(f"cannot read image {path}: no data after {timeout:g} s (a stalled network share "
+                           "or disk?): copy it to a local folder and try again")
+    if "error" in outcome:
+        raise TextimgError(f"cannot read image {path}: {outcome['error']}") from None
+    return outcome["image"]
 
 
 SPECIAL_FILES = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"),

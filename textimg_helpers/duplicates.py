@@ -16,7 +16,7 @@ from pymilvus import MilvusException
 from .config import TextimgError
 from .hits import Hit
 from .milvus import pymilvus_errors_unlogged
-from .store import check_filter, shown_filter
+from .store import check_filter, filter_refused
 
 DEFAULT_THRESHOLD = 0.95
 BLOCK_SIZE = 512  # rows compared at once: a (BLOCK_SIZE, n) float32 matrix, 200 MB at n = 100,000
@@ -39,8 +39,7 @@ def read_vectors(client, collection_name: str, filter: str = "",
             finally:
                 pages.close()
     except MilvusException as exc:
-        raise TextimgError(f"Milvus refused to read the rows{' with filter ' + shown_filter(filter) if filter else ''}: "
-                           f"{exc.message}") from None
+        raise filter_refused("to read the rows", filter, exc) from None
     image_embs = np.concatenate(pages_of_embs) if pages_of_embs else np.zeros((0, 0), np.float32)
     return rows, image_embs
 

@@ -20,9 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
+from pymilvus import MilvusException
 
 from .config import TextimgError
 from .data import IMAGE_EXTENSIONS, check_image, folder_root, label_for, list_image_paths, load_image, pixels
+from .milvus import check_writable
+from .service import WriteFailed
 from .store import (check_collection, count_rows, create_collection, fetch_file_stats, folder_filter, path_id,
                     rows_under, upsert_rows)
 
@@ -109,6 +112,7 @@ def index_folder(client, collection_name: str, folder: str | os.PathLike, encode
         raise TypeError("index_folder needs exactly one of encoder and load_encoder")
     if encoder is not None:
         model = model or encoder.name
+    check_writable(client)  # a read-only or full Lite file says so now, not after the model is loaded
     plan = plan_ingestion(client, collection_name, folder, model=model, remove_missing=remove_missing)
     if encoder is None:
         screen_files(plan)
@@ -201,6 +205,8 @@ def ingest(client, collection_name: str, encoder: Encoder | None, plan: IngestPl
             batches = read_batches(plan.todo, encoder.resolution, batch_size, num_workers,
                                    max_side=2 * encoder.resolution, overlap=encoder.device != "cpu")
             run(batches, encoder, writer, plan.todo, progress, verbose)
+    if report.indexed or report.removed:
+        check_writable(client, after_writes=True)  # each write was checked; a full disk may not log it
     if client.has_collection(collection_name):
         report.total = count_rows(client, collection_name)
     report.seconds = time.perf_counter() - start
@@ -239,6 +245,10 @@ def row_for(info: FileInfo, emb: np.ndarray) -> dict:
 
 
 # The writer -------------------------------------------------------------------------------------
+
+class CollectionDropped(TextimgError):
+    """The collection was dropped while rows were written to it: writing the rest cannot help."""
+
 
 class Writer:
     """The writer: buffers rows and upserts them ``write_every`` at a time once the collection exists,
@@ -283,22 +293,37 @@ class Writer:
         with timed(self.report.stage_seconds, "write"):
             if self.created is not None:
                 self.created.result()  # raises here if creating the collection failed
-            upsert_rows(self.client, self.collection_name, self.buffer)
+            with self.said_if_dropped():
+                upsert_rows(self.client, self.collection_name, self.buffer)
             self.report.indexed += len(self.buffer)
             self.buffer.clear()
 
     def delete(self, ids: list[int]) -> None:
         """Delete the rows ``ids`` now."""
         if ids:
-            self.client.delete(self.collection_name, ids=list(ids))
+            with self.said_if_dropped():
+                self.client.delete(self.collection_name, ids=list(ids))
             self.report.removed += len(ids)
 
-    def close(self) -> None:
-        """Write the last rows, then delete the rows of changed files found unreadable."""
+    @contextmanager
+    def said_if_dropped(self):
+        """A write refused because the collection was dropped meanwhile (``textimg drop``) is one line."""
         try:
-            if self.created is not None:
+            yield
+        except MilvusException:
+            if self.client.has_collection(self.collection_name):
+                raise
+            raise CollectionDropped(f"collection {self.collection_name!r} was dropped while this index ran: run "
+                                    "the same command again to index the folder into a new one") from None
+
+    def close(self, write: bool = True) -> None:
+        """Write the last rows, then delete the rows of changed files found unreadable (unless ``write``
+        is False: Milvus could not save the rows, and trying again would fail the same way)."""
+        try:
+            if write and self.created is not None:
                 self.flush()
-            self.delete(self.stale)
+            if write:
+                self.delete(self.stale)
             self.stale = []
         finally:
             if self._pool is not None:
@@ -307,8 +332,8 @@ class Writer:
     def __enter__(self) -> "Writer":
         return self
 
-    def __exit__(self, *exc_info) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        self.close(write=not isinstance(exc, (WriteFailed, CollectionDropped)))
 
 
 # The reader -------------------------------------------------------------------------------------

@@ -61,13 +61,22 @@ def _client(uri: str, *, shown_as: str | None = None, **options) -> MilvusClient
 
 class ServiceClient:
     """A ``MilvusClient`` on the shared service of a Lite file (every method of ``MilvusClient``
-    works on it). When the service went away (idle exit, killed), a call starts or finds a new one
-    and is made again, so a client held for hours (a notebook's panel) still answers."""
+    works on it). When the service went away (idle exit, killed, its Milvus died), a call starts or
+    finds a new one and is made again, so a client held for hours (a notebook's panel) still answers.
+    When the file was deleted or replaced, the next call goes to a new service of the file now there.
+    A write (``insert``, ``upsert``, ``delete``) that Milvus Lite could not save to the file raises
+    ``TextimgError`` naming the cause, and the service is restarted so that it serves what the file holds."""
+
+    WRITES = frozenset({"insert", "upsert", "delete"})
 
     def __init__(self, uri: str, idle: float | None = None):
-        self.uri, self.idle = uri, idle
-        self.service_uri = service.ensure_service(uri, idle)
+        self.uri, self.idle, self.db = uri, idle, service.db_path(uri)
+        self._use(service.ensure_state(uri, idle))
         self.client = self._connect()
+
+    def _use(self, state: dict) -> None:
+        self.service_uri, self.file = service.service_uri(state), state.get("file")
+        self.writable = state.get("writable", True)  # False: it opened the file read-only
 
     def _connect(self) -> MilvusClient:
         # dedicated: close() really closes the connection, so an idle service sees no client left
@@ -80,22 +89,61 @@ class ServiceClient:
 
         @functools.wraps(method)
         def call(*args, **kwargs):
+            if service.file_id(self.db) != self.file:  # deleted or replaced: never answer from what is gone
+                self.reconnect()
+            since = service.log_size(self.db) if name in self.WRITES else None
             try:
-                with pymilvus_errors_unlogged():
-                    return getattr(self.client, name)(*args, **kwargs)
+                result = self._call(name, args, kwargs)
             except Exception:
-                if not self.reconnect():
-                    raise
-            with pymilvus_errors_unlogged():
-                return getattr(self.client, name)(*args, **kwargs)
+                if since is not None:
+                    self.check_written(since)
+                raise
+            if since is not None:
+                self.check_written(since)
+            return result
         return call
 
+    def _call(self, name: str, args, kwargs):
+        try:
+            with pymilvus_errors_unlogged():
+                return getattr(self.client, name)(*args, **kwargs)
+        except Exception:
+            if not self.reconnect():
+                raise
+        with pymilvus_errors_unlogged():
+            return getattr(self.client, name)(*args, **kwargs)
+
+    def check_written(self, since: int) -> None:
+        """Raise when Milvus Lite logged a write it could not save since log offset ``since``; first stop
+        the service, whose memory holds rows the file does not (the next call starts a new one)."""
+        reason = service.write_failure(self.db, since)
+        if reason is None:
+            return
+        service.stop_service(self.db)
+        raise service.WriteFailed(service.write_failed_message(self.db, reason))
+
+    def check_writable(self, restart: bool = False) -> None:
+        """Raise, naming the cause, when the file or its folder cannot be written now (read-only, full).
+        With ``restart`` (after writes, which then may not have reached the file), stop the service first."""
+        try:
+            service.check_writable(self.db)
+        except TextimgError as exc:
+            if not restart:
+                raise
+            service.stop_service(self.db)
+            raise service.WriteFailed(f"{exc}: the last rows may not have been saved; the rows saved before "
+                                      "are kept. Make it writable or free space, then run the same command again") from None
+        if not self.writable:  # its service opened the file while it was read-only, and would refuse writes
+            service.stop_service(self.db)
+            self.reconnect()
+
     def reconnect(self) -> bool:
-        """Connect to the file's service again if ours is gone; False when it still answers."""
-        state = service.read_state(service.db_path(self.uri))
+        """Connect to the file's service again if ours is gone or serves a file no longer there; False
+        when it still answers for the file."""
+        state = service.read_state(self.db)
         if state is not None and service.service_uri(state) == self.service_uri:
             return False
-        self.service_uri = service.ensure_service(self.uri, self.idle)
+        self._use(service.ensure_state(self.uri, self.idle))
         old, self.client = self.client, self._connect()
         with pymilvus_errors_unlogged(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -108,6 +156,15 @@ class ServiceClient:
 
     def __repr__(self) -> str:
         return f"<MilvusClient for {self.uri}, shared Milvus Lite service at {self.service_uri}>"
+
+
+def check_writable(client, after_writes: bool = False) -> None:
+    """Raise ``TextimgError`` naming the cause when ``client``'s Lite file cannot be written now (its
+    folder read-only or full, the file read-only); nothing for a server, which reports its own errors.
+    ``after_writes``: the writes just made may not have reached the file, so its service is restarted
+    (to serve what the file holds) before the error."""
+    if isinstance(client, ServiceClient):
+        client.check_writable(restart=after_writes)
 
 
 def set_pymilvus_levels(levels: int | list[int]) -> list[int]:

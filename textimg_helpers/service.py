@@ -3,9 +3,13 @@
 Milvus Lite lets one process open a file. So the first ``connect`` to a free Lite file starts a small
 service process (its own session: it outlives the kernel or command that started it) that serves the
 file over gRPC on 127.0.0.1 only (Milvus Lite has no authentication). Others find it through a state
-file beside the database, ``.<file>.service.json`` (port, pid, the pid's start time). Starting is
-serialised by a lock file, so two processes starting at once get one service. A state whose process
-is gone (killed, a reboot) is ignored and replaced. The service stops by itself when no client has
+file beside the database, ``.<file>.service.json`` (port, pid, the pid's start time, the file's
+identity). Starting is serialised by a lock file, so two processes starting at once get one service.
+A state whose process is gone (killed, a reboot), whose Milvus Lite binary died, or whose file was
+deleted or replaced since it started is ignored, its process stopped, and a new service started: the
+file on disk is the truth. Writes are confirmed: Milvus Lite logs a write it could not make to the file
+(``Insert data failed``) without telling the client, so clients read its log after each write
+(``write_failure``). The service stops by itself when no client has
 been connected for ``idle`` seconds, or on request (``textimg serve --stop``); a client whose service
 went away starts or finds a new one on its next call (see ``ServiceClient``).
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -117,16 +122,52 @@ def lite_file_in_use(db: Path) -> bool:
 
 
 def read_state(db: Path) -> dict | None:
-    """The state of the service of ``db`` if it is alive and answers, else ``None`` (no state, or a
-    stale one: its process is gone, or its pid now belongs to another process after a reboot)."""
+    """The state of the service of ``db`` if it is alive, answers and serves the file that is there now,
+    else ``None`` (no state, or a stale one: its process is gone, its pid now belongs to another process
+    after a reboot, its Milvus died, or the file it serves was deleted or replaced since)."""
     try:
         state = json.loads(state_file(db).read_text())
         pid, port, started = int(state["pid"]), int(state["port"]), float(state["started"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if process_start_time(pid) != started or not port_open(port):
+    if process_start_time(pid) != started or state.get("file") != file_id(db) or not port_open(port):
         return None
     return state
+
+
+def file_id(db: Path) -> list[int] | None:
+    """The identity of the file at ``db`` (device, inode), ``None`` when there is none: a file deleted,
+    or replaced by another one (a copy, a restore from backup), has another identity or none."""
+    try:
+        st = os.stat(db)
+    except OSError:
+        return None
+    return [st.st_dev, st.st_ino]
+
+
+def services_of(db: Path) -> list[psutil.Process]:
+    """The live service processes of ``db`` (``python -m textimg_helpers.service DB ...``)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        cmdline = proc.info["cmdline"] or []
+        if proc.info["status"] != psutil.STATUS_ZOMBIE and "textimg_helpers.service" in cmdline \
+                and str(db) in cmdline and proc.pid != os.getpid():
+            found.append(proc)
+    return found
+
+
+def retire_services(db: Path, timeout: float = 15.0) -> None:
+    """Stop the services of ``db`` that no longer serve it, and wait until they are gone (they hold
+    Milvus Lite's lock until then). Called only when no service of ``db`` answers for its file: one whose
+    Milvus died is still closing, one whose file was deleted or replaced still serves what is gone."""
+    procs = services_of(db)
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):  # another user's: its lock is then reported as in use
+            proc.terminate()
+    psutil.wait_procs(procs, timeout=timeout)
+    for proc in procs:  # reap our own children (a service this process started)
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(proc.pid, os.WNOHANG)
 
 
 def process_start_time(pid: int) -> float | None:
@@ -180,22 +221,35 @@ def start_lock(db: Path, timeout: float = START_TIMEOUT):
 
 def ensure_service(uri: str | os.PathLike, idle: float | None = None) -> str:
     """The ``http://127.0.0.1:PORT`` of the service of this Lite file, started if none answers."""
+    return service_uri(ensure_state(uri, idle))
+
+
+def ensure_state(uri: str | os.PathLike, idle: float | None = None) -> dict:
+    """The state of the service of this Lite file (``port``, ``pid``, ``file``...), started if none answers."""
     db = db_path(uri)
     check_lite_name(db)
+    if (state := read_state(db)) is not None:
+        return state
     try:
         db.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise TextimgError(f"cannot create the folder of the Milvus Lite file {uri}: {exc.strerror or exc}") from None
+    try:
+        check_folder_writable(db)
+    except TextimgError as exc:
+        raise TextimgError(f"{exc}: Milvus Lite keeps its lock and log beside the file, so its folder must be "
+                           "writable, even to search: make it writable, or copy the file to a writable folder") from None
     with start_lock(db):
         state = read_state(db)
         if state is None:
+            retire_services(db)
             state = spawn_service(db, uri, idle)
-    return service_uri(state)
+    return state
 
 
 def spawn_service(db: Path, uri, idle: float | None) -> dict:
     """Start the service of ``db`` in a process of its own and wait until it answers (start lock held)."""
-    if lite_file_in_use(db):  # held by something that is not our service
+    if lite_file_in_use(db):  # held by something that is not our service (ours were retired)
         raise TextimgError(lite_in_use_message(str(uri)))
     idle = default_idle() if idle is None else idle
     command = [sys.executable, "-m", "textimg_helpers.service", str(db), "--idle", str(idle)]
@@ -229,6 +283,96 @@ def last_line(path: Path) -> str:
     except OSError:
         lines = []
     return lines[-1][:300] if lines else f"no message (see {path})"
+
+
+# Writes that reached the file: Milvus Lite logs a failed write without telling its client -----------
+
+class WriteFailed(TextimgError):
+    """Milvus Lite could not save rows to the file (read-only, disk full): writing again cannot help."""
+
+
+WRITE_FAILED = re.compile(r"(?:Insert|Delete|Upsert) data failed, errs: (.*)")
+
+
+def log_size(db: Path) -> int:
+    """Where the service's log ends now: ``write_failure(db, since=log_size(db))`` reads what comes after."""
+    try:
+        return os.stat(log_file(db)).st_size
+    except OSError:
+        return 0
+
+
+def write_failure(db: Path, since: int) -> str | None:
+    """Milvus Lite's reason for the first write it could not make to the file since log offset ``since``
+    (``unable to open database file``, ``database or disk is full``...), or ``None``."""
+    try:
+        with open(log_file(db), "rb") as log:
+            log.seek(since)
+            text = log.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    found = WRITE_FAILED.search(text)
+    return found.group(1).strip() if found else None
+
+
+def cannot_write(path: Path, exc: OSError) -> str:
+    """``cannot write to <path>: disk full`` or ``...: read-only (<why>)``."""
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return f"cannot write to {path}: disk full"
+    return f"cannot write to {path}: read-only ({exc.strerror or exc})"
+
+
+def check_folder_writable(db: Path, space: int = 0) -> None:
+    """One ``TextimgError`` when no file can be made beside ``db``: its folder is read-only (a read-only
+    mount, no permission, ``chattr +i``), or, with ``space``, its disk has not that many bytes free
+    (a probe of that size, written and synced)."""
+    probe = db.with_name(f".{db.name}.probe-{os.getpid()}-{threading.get_ident()}")
+    try:
+        with open(probe, "wb") as out:
+            if space:
+                out.write(bytes(space))
+                out.flush()
+                os.fsync(out.fileno())
+    except OSError as exc:
+        raise TextimgError(cannot_write(db.parent, exc)) from None
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink()
+
+
+def check_writable(db: Path) -> None:
+    """One ``TextimgError`` naming the cause when Milvus Lite could not write ``db`` now: its folder is
+    read-only or has not 64 KB free (``check_folder_writable``), or the file cannot be opened for writing."""
+    check_folder_writable(db, space=65536)
+    try:
+        with open(db, "r+b"):
+            pass
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise TextimgError(cannot_write(db, exc)) from None
+
+
+def file_writable(db: Path) -> bool:
+    """True when ``db`` can be opened for writing (Milvus Lite opens a file it cannot write read-only,
+    and keeps it so: its service must then be restarted once the file is writable)."""
+    try:
+        with open(db, "r+b"):
+            return True
+    except OSError:
+        return False
+
+
+def write_failed_message(db: Path, reason: str) -> str:
+    """The one line for writes Milvus Lite could not make: the cause, and that nothing was lost that was saved."""
+    try:
+        check_writable(db)
+        cause = (f"cannot write to {db}: disk full" if "full" in reason else f"cannot write to {db}")
+        cause += f" (Milvus Lite: {reason})"
+    except TextimgError as exc:
+        cause = str(exc)
+    return (f"{cause}: the last rows were not saved; the rows saved before are kept. Make it writable or free "
+            "space, then run the same command again")
 
 
 def default_idle() -> float:
@@ -273,7 +417,12 @@ class _TcpLiteServer:
             def args(self):  # Milvus Lite's binary exits once the lock it is given is released
                 return [self.milvus_bin, self._db_file, self._address, self.log_level, self._lock_path]
 
+            def stop(self):  # it removes its lock file last: in a read-only folder it cannot, and need not
+                with contextlib.suppress(OSError):
+                    super().stop()
+
         self.db, self.port = db, port
+        self.file: list[int] | None = None  # the identity of the file it opened (``file_id``)
         self.server = Server_(str(db), address=f"{HOST}:{port}")
 
     def start(self) -> None:
@@ -309,10 +458,11 @@ def start_server(uri: str | os.PathLike) -> _TcpLiteServer:
     server = _TcpLiteServer(db, free_port())
     try:
         server.start()
+        server.file = file_id(db)
+        write_state(db, server.port, server.file, file_writable(db))
     except BaseException:
         server.stop()
         raise
-    write_state(db, server.port)
     return server
 
 
@@ -333,9 +483,13 @@ def run_server(server: _TcpLiteServer, idle: float | None = None, stop: threadin
 
 
 def wait_while_used(server: _TcpLiteServer, idle: float | None, stop: threading.Event) -> None:
-    """Return when ``stop`` is set, Milvus Lite's server died, or no client came for ``idle`` seconds."""
+    """Return when ``stop`` is set, Milvus Lite's server died, its file was deleted or replaced, or no
+    client came for ``idle`` seconds."""
     last_used = time.monotonic()
     while server.running and not stop.wait(CHECK_EVERY if idle is None else min(CHECK_EVERY, idle / 4)):
+        if file_id(server.db) != server.file:
+            print(time.strftime("%F %T"), f"{server.db} was deleted or replaced: stopping", flush=True)
+            return
         if idle is None:
             continue
         if server.clients():
@@ -344,12 +498,16 @@ def wait_while_used(server: _TcpLiteServer, idle: float | None, stop: threading.
             return
 
 
-def write_state(db: Path, port: int) -> None:
-    """Publish ``{pid, port, started, db}`` atomically: readers see a whole state or none."""
-    state = {"pid": os.getpid(), "port": port, "started": process_start_time(os.getpid()), "db": str(db)}
+def write_state(db: Path, port: int, file: list[int] | None, writable: bool = True) -> None:
+    """Publish ``{pid, port, started, db, file, writable}`` atomically: readers see a whole state or none."""
+    state = {"pid": os.getpid(), "port": port, "started": process_start_time(os.getpid()), "db": str(db),
+             "file": file, "writable": writable}
     tmp = state_file(db).with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(state))
-    tmp.replace(state_file(db))
+    try:
+        tmp.write_text(json.dumps(state))
+        tmp.replace(state_file(db))
+    except OSError as exc:
+        raise TextimgError(cannot_write(db.parent, exc)) from None
 
 
 def remove_state(db: Path) -> None:

@@ -58,6 +58,23 @@ def check_filter(filter: str) -> str:
     return filter
 
 
+FIELDS = ("id", "filepath", "label", "size", "mtime")  # the scalar fields a filter can test
+
+
+def filter_refused(action: str, filter: str, exc: MilvusException) -> TextimgError:
+    """One line for a filter Milvus refused (``action``: "the search", "to read the rows") that says what a
+    filter may test (Milvus' own words say little: ``1 == 1`` gives "... result should be ColumnVector")."""
+    if not filter:
+        return TextimgError(f"Milvus refused {action}: {exc.message}")
+    if "ColumnVector" in exc.message:
+        why = "it tests no field"
+    else:
+        why = exc.message.split(" at /")[0][:300]
+    return TextimgError(f"Milvus refused {action} with filter {shown_filter(filter)}: {why}. A filter tests "
+                        f"the fields {', '.join(FIELDS)}, e.g. label == \"red_circle\" or size > 100000; "
+                        "leave it out to use every row")
+
+
 def path_id(filepath: str) -> int:
     """A stable 63-bit primary key for a file path (the same path always gets the same id)."""
     return int.from_bytes(hashlib.blake2b(filepath.encode("utf-8", "surrogatepass"),
@@ -187,8 +204,7 @@ def search_by_vector(client: MilvusClient, collection_name: str, vectors: np.nda
                 f"collection {collection_name!r} was built with model {info['model']} (dim {info['dim']}), "
                 f"but the query vector has dim {vectors.shape[1]}: use the collection of your model "
                 "(--collection) or rebuild it (textimg drop, then index again)") from None
-        raise TextimgError(f"Milvus refused the search{' with filter ' + shown_filter(filter) if filter else ''}: "
-                           f"{exc.message}") from None
+        raise filter_refused("the search", filter, exc) from None
     return [[Hit(h["entity"]["filepath"], h["entity"]["label"], float(h["distance"]), int(h["id"]))
              for h in hits] for hits in res]
 
