@@ -77,15 +77,15 @@ def bench_text(args) -> None:
     print(f"target: p50 <= 60 ms -> {'met' if percentiles(total)[0] <= 60 else 'MISSED'} "
           f"({len(queries)} queries, {LABEL}, {report.total} images)")
     print("transport, the same queries alternated between two copies of the collection:")
-    for name, (tcp, uds) in transports.items():
-        ratio = percentiles(tcp)[0] / percentiles(uds)[0]
-        print(f"  {name:<22} loopback TCP (shared service) p50 {percentiles(tcp)[0]:6.2f} ms | Unix socket "
-              f"(Milvus Lite in this process) p50 {percentiles(uds)[0]:6.2f} ms | ratio {ratio:.2f}")
+    for name, (shared, own) in transports.items():
+        ratio = percentiles(shared)[0] / percentiles(own)[0]
+        print(f"  {name:<22} shared service (its private Unix socket) p50 {percentiles(shared)[0]:6.2f} ms | "
+              f"Milvus Lite in this process p50 {percentiles(own)[0]:6.2f} ms | ratio {ratio:.2f}")
 
 
 def compare_transports(client, db, encoder, queries) -> dict[str, tuple[list, list]]:
-    """Warm latency through the shared service (TCP on 127.0.0.1) against Milvus Lite opened in this
-    process (a Unix socket, as before the service), on a copy of the same file, query by query."""
+    """Warm latency through the shared service (its private Unix socket) against Milvus Lite opened in
+    this process (as the tutorial opens it), on a copy of the same file, query by query."""
     import shutil
 
     from textimg_helpers import service
@@ -96,14 +96,14 @@ def compare_transports(client, db, encoder, queries) -> dict[str, tuple[list, li
 
     service.stop_service(db)  # the file is closed, whole: copy it
     shutil.copy(db, db.with_name("copy.db"))
-    unix = _connect_in_process(str(db.with_name("copy.db")))
-    clients = {"tcp": client, "uds": unix}
+    own = _connect_in_process(str(db.with_name("copy.db")))
+    clients = {"service": client, "in process": own}
     times = {"search_by_text": ([], []), "Milvus search top 10": ([], [])}
     for round_ in range(2):
         for query in queries:
             embs = encode_queries(encoder, [query])
-            for name in ("tcp", "uds") if round_ == 0 else ("uds", "tcp"):  # alternate who goes first
-                i = 0 if name == "tcp" else 1
+            for name in ("service", "in process") if round_ == 0 else ("in process", "service"):  # alternate who goes first
+                i = 0 if name == "service" else 1
                 times["search_by_text"][i].append(timed(search_by_text, clients[name], "bench", encoder, query)[1])
                 times["Milvus search top 10"][i].append(timed(search_by_vector, clients[name], "bench", embs, 10)[1])
     client.close()

@@ -6,6 +6,7 @@ Screenshots go to outputs/app_*.png.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import importlib.util
 import os
@@ -22,7 +23,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import run_cli, shapes_folder, textimg_command
+from conftest import run_cli, shapes_folder, textimg_command, wait_for
 from test_browser import CHROMIUM, SCREENSHOTS, page, sync_playwright  # noqa: F401 (page: a fixture)
 from textimg_helpers.app import ExploreApp, explore
 from textimg_helpers.config import Settings
@@ -204,28 +205,38 @@ def read_lines(stream) -> queue.Queue:
     return lines
 
 
-@pytest.fixture
-def served(photos, tmp_path):
-    """``textimg app --uri ... --collection app --port N`` as a user starts it, over the photos indexed
-    by ``textimg index``; its URL once it says so. Afterwards Ctrl-C must stop it, Voila and the page's
-    kernel with it."""
+def start_app(tmp_path: Path, *options) -> tuple[subprocess.Popen, queue.Queue, queue.Queue, int]:
+    """``textimg app --uri milvus.db --port N OPTIONS`` started as a user starts it, in ``tmp_path``."""
     from textimg_helpers.service import free_port
 
-    uri = str(tmp_path / "milvus.db")
-    index_photos(photos, uri)
     port = free_port()
     env = {**os.environ, "TEXTIMG_PROFILE": "shapes", "TEXTIMG_DATA_DIR": str(tmp_path / "data")}
     # relative paths, typed in the terminal or in the page, mean the folder the command runs in
-    app = subprocess.Popen(textimg_command("app", "--uri", "milvus.db", "--collection", COLLECTION, "--port", port),
+    app = subprocess.Popen(textimg_command("app", "--uri", "milvus.db", "--port", port, *options),
                            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    out, err = read_lines(app.stdout), read_lines(app.stderr)
+    return app, read_lines(app.stdout), read_lines(app.stderr), port
+
+
+def first_line(app: subprocess.Popen, out: queue.Queue, err: queue.Queue, port: int) -> str:
+    """The page's address from the first line, ``serving http://127.0.0.1:PORT/?token=T (Ctrl-C to stop)``."""
     try:
         first = out.get(timeout=90)
     except queue.Empty:
         app.kill()
         raise AssertionError("textimg app said nothing in 90 s: " + "".join(err.queue)) from None
-    assert first == f"serving http://127.0.0.1:{port}/ (Ctrl-C to stop)\n", first + "".join(err.queue)
-    yield f"http://127.0.0.1:{port}/", app
+    found = re.fullmatch(rf"serving (http://127\.0\.0\.1:{port}/\?token=[0-9a-f]{{48}}) \(Ctrl-C to stop\)\n", first)
+    assert found, first + "".join(err.queue)
+    return found.group(1)
+
+
+@pytest.fixture
+def served(photos, tmp_path):
+    """``textimg app --uri ... --collection app --port N`` as a user starts it, over the photos indexed
+    by ``textimg index``; its URL (with its token) once it says so. Afterwards Ctrl-C must stop it, Voila
+    and the page's kernel with it."""
+    index_photos(photos, str(tmp_path / "milvus.db"))
+    app, out, err, port = start_app(tmp_path, "--collection", COLLECTION)
+    yield first_line(app, out, err, port), app
     processes = psutil.Process(app.pid).children(recursive=True)  # Voila and the page's kernel
     app.send_signal(signal.SIGINT)
     try:
@@ -238,6 +249,69 @@ def served(photos, tmp_path):
     assert "".join(err.queue).strip().splitlines()[-1:] == ["textimg app: stopped"], "".join(err.queue)
     with socket.socket() as sock:
         assert sock.connect_ex(("127.0.0.1", port)) != 0, "the port still answers"
+
+
+def fetch(url: str) -> tuple[int, str]:
+    """``(status, Location)`` of one GET, redirects not followed."""
+    import urllib.error
+    import urllib.request
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args):
+            return None
+
+    try:
+        with urllib.request.build_opener(NoRedirect).open(url, timeout=120) as reply:
+            return reply.status, ""
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get("Location", "")
+
+
+def page_kernels(app: subprocess.Popen) -> list[psutil.Process]:
+    """The kernels Voila started for pages (``ipykernel_launcher`` processes under ``textimg app``)."""
+    found = []
+    for process in psutil.Process(app.pid).children(recursive=True):
+        with contextlib.suppress(psutil.Error):  # one that exits meanwhile (a zombie until reaped)
+            if process.status() != psutil.STATUS_ZOMBIE and any("ipykernel" in part for part in process.cmdline()):
+                found.append(process)
+    return found
+
+
+@pytest.mark.skipif(not HAS_VOILA, reason="Voila is not installed (pip install -e '.[app]')")
+def test_the_app_wants_its_token_culls_idle_kernels_and_dies_with_its_command(indexed, tmp_path):
+    shutil.copy(indexed, tmp_path / "milvus.db")
+    app, out, err, port = start_app(tmp_path, "--collection", COLLECTION, "--cull-idle", "4")
+    try:
+        url = first_line(app, out, err, port)
+        status, where = fetch(url.split("?")[0])  # another user of the machine, without the token
+        assert status in (302, 403) and "/login" in (where if status == 302 else "/login"), (status, where)
+        assert not page_kernels(app)  # no page was rendered, so no kernel started
+        for _ in range(3):  # three page loads with the token, each one a kernel
+            assert fetch(url)[0] == 200
+        assert len(page_kernels(app)) == 3
+        wait_for(lambda: not page_kernels(app), timeout=60, what="the kernels of the closed pages to be culled")
+        voila = psutil.Process(app.pid).children()
+        app.send_signal(signal.SIGKILL)  # not Ctrl-C: nothing of textimg app runs to stop Voila
+        app.wait(timeout=10)
+        _, left = psutil.wait_procs(voila, timeout=20)
+        assert not left, f"Voila still running after SIGKILL of textimg app: {left}"
+        with socket.socket() as sock:
+            assert sock.connect_ex(("127.0.0.1", port)) != 0, "the port still answers"
+    finally:
+        for process in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if process.pid == app.pid or "voila" in " ".join(process.cmdline()):
+                    process.kill()
+
+
+def test_a_token_that_cannot_go_in_an_address_is_refused(cli):
+    from textimg_helpers.app_server import check_token
+    from textimg_helpers.config import TextimgError
+
+    assert len(check_token(None)) == 48 and check_token(None) != check_token(None)
+    assert check_token("my-class_2026") == "my-class_2026"
+    with pytest.raises(TextimgError, match="--token takes letters, digits and - _ . ~"):
+        check_token("a b&c")
 
 
 def listening_addresses(pid: int) -> set[str]:

@@ -40,7 +40,7 @@ def test_a_stale_state_file_is_replaced(tmp_path):
     db = tmp_path / "m.db"
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    stale = {"pid": dead.pid, "port": service.free_port(), "started": 1.0, "db": str(db)}
+    stale = {"pid": dead.pid, "socket": str(service.socket_path(db)), "started": 1.0, "db": str(db)}
     service.state_file(db).write_text(json.dumps(stale))
     client = connect(str(db))
     client.create_collection("c", dimension=4)
@@ -63,17 +63,20 @@ def test_two_processes_starting_at_once_get_one_service(tmp_path):
     time.sleep(2)  # all three imported and waiting
     go.touch()
     uris = {starter.communicate(timeout=120)[0].strip() for starter in starters}
-    assert len(uris) == 1 and re.fullmatch(r"http://127\.0\.0\.1:\d+", uris.pop())
-    assert len(services_of(db)) == 1
+    (proc,) = services_of(service.db_path(db))
+    assert uris == {f"unix:{service.socket_path(service.db_path(db), proc.pid)}"}
 
 
-def test_the_service_listens_on_loopback_only(tmp_path):
+def test_the_service_listens_on_a_private_socket_and_no_port(tmp_path):
     db = tmp_path / "m.db"
     connect(str(db))
     (proc,) = services_of(db)
-    listening = [c.laddr for p in [proc, *proc.children(recursive=True)]
-                 for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
-    assert listening and {addr.ip for addr in listening} <= {"127.0.0.1", "::ffff:127.0.0.1"}, listening
+    procs = [proc, *proc.children(recursive=True)]
+    assert not [c for p in procs for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+    sock = service.socket_path(service.db_path(db), proc.pid)
+    assert str(sock) in {c.laddr for p in procs for c in p.net_connections(kind="unix")}
+    assert oct(sock.parent.stat().st_mode & 0o777) == "0o700" and sock.parent.stat().st_uid == os.getuid()
+    assert oct(service.state_file(service.db_path(db)).stat().st_mode & 0o777) == "0o600"
 
 
 def test_idle_service_stops_and_a_client_starts_a_new_one(tmp_path):
@@ -108,11 +111,13 @@ def test_serve_status_and_stop(tmp_path):
                              text=True)
     try:
         line = serve.stdout.readline().strip()
-        port = re.fullmatch(rf"serving {re.escape(str(db))} at http://127\.0\.0\.1:(\d+)", line).group(1)
+        (child,) = psutil.Process(serve.pid).children()
+        address = f"unix:{service.socket_path(service.db_path(db), child.pid)}"
+        assert line == f"serving {db} at {address}"
         client = connect(str(db))
-        assert client.service_uri.endswith(f":{port}")  # a client uses the service that runs in the foreground
+        assert client.service_uri == address  # a client uses the service that runs in the foreground
         status = run_textimg("serve", "--status", "--uri", db)
-        assert (status.code, status.out.strip()) == (0, f"serving {db} at http://127.0.0.1:{port} (pid {serve.pid})")
+        assert (status.code, status.out.strip()) == (0, f"serving {db} at {address} (pid {child.pid})")
         again = run_textimg("serve", "--uri", db, timeout=60)
         assert again.code == 1 and "already served" in again.err
         serve.send_signal(signal.SIGINT)  # Ctrl-C
@@ -124,7 +129,7 @@ def test_serve_status_and_stop(tmp_path):
     assert (status.code, status.out.strip()) == (3, f"no service for {db}")
     connect(str(db))  # a background one now
     stop = run_textimg("serve", "--stop", "--uri", db)
-    assert stop.code == 0 and stop.out.startswith(f"stopped {db} at http://127.0.0.1:")
+    assert stop.code == 0 and stop.out.startswith(f"stopped {db} at unix:")
     assert not services_of(db) and not service.state_file(db).exists()
 
 

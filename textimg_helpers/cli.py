@@ -244,13 +244,16 @@ def cmd_app(args) -> int:
     from .app_server import check_voila, serve_app
 
     check_voila()  # before the settings are resolved: the missing package is the news
-    code = serve_app(open_job(args), args.port, args.debug, announce=lambda line: print(line, flush=True))
+    code = serve_app(open_job(args), args.port, args.debug, announce=lambda line: print(line, flush=True),
+                     token=args.token, cull_idle=args.cull_idle)
     say("textimg app: stopped")
     return code
 
 
 def cmd_serve(args) -> int:
     """Run the shared Milvus Lite service of a file in the foreground, or show or stop it."""
+    import psutil
+
     from . import service
     from .milvus import is_lite
 
@@ -272,13 +275,12 @@ def cmd_serve(args) -> int:
         if (state := service.read_state(db)) is not None:
             raise TextimgError(f"{db} is already served at {service.service_uri(state)} (pid {state['pid']}): "
                                "textimg serve --stop first to serve it here")
-        service.retire_services(db)  # one whose Milvus died, or whose file was replaced, still closing
-        server = service.start_server(db)
-    print(f"serving {db} at http://{service.HOST}:{server.port}", flush=True)
+        state, child = service.spawn_service(db, uri, args.idle or 0.0, detach=False)
+    print(f"serving {db} at {service.service_uri(state)}", flush=True)
     try:
-        service.run_server(server, args.idle)
+        child.wait()
     except KeyboardInterrupt:
-        pass
+        service.terminate([psutil.Process(child.pid)])
     say(f"stopped serving {db}")
     return 0
 
@@ -393,6 +395,10 @@ def add_app_command(sub) -> None:
     p.add_argument("--profile", choices=["auto", "clip", "shapes"], help="overrides TEXTIMG_PROFILE")
     p.add_argument("--text-model", help=TEXT_MODEL_HELP)
     p.add_argument("--port", type=int, default=8866, help="port on 127.0.0.1 (default 8866; 0: any free port)")
+    p.add_argument("--token", help="the page's token (default: a new random one each run, printed in its "
+                                   "address; other users of the machine see a --token given here in ps)")
+    p.add_argument("--cull-idle", type=float, default=300.0, metavar="SECONDS",
+                   help="stop the kernel of a page closed or disconnected for this long (default 300)")
     p.add_argument("--debug", action="store_true", help="show Voila's messages and, in the page, tracebacks")
     p.set_defaults(random_weights=False)
 
@@ -439,6 +445,8 @@ def check_numbers(args) -> None:
     if getattr(args, "uri", None) is not None and not args.uri.strip():
         build_parser().error("--uri is empty: give a Milvus Lite file (such as data/milvus.db) or a server URI "
                              "(http://localhost:19530), or leave --uri out for the default")
+    if not 2 <= getattr(args, "cull_idle", 2) < float("inf"):
+        build_parser().error(f"--cull-idle is at least 2 seconds, not {args.cull_idle}")
     if not 0 < getattr(args, "threshold", 1) <= 1:
         build_parser().error(f"--threshold is a cosine above 0 and at most 1, not {args.threshold}")
 

@@ -54,7 +54,7 @@ class Settings:
     data_dir: Path = field(default_factory=default_data_dir)
     device: str = "auto"
     collection_name: str | None = None
-    service_idle: float = 1800.0  # seconds a shared Milvus Lite service waits for a client, then stops
+    service_idle: float = 60.0  # seconds a shared Milvus Lite service waits for a client, then stops
     text_model: str = "clip"
 
     def __post_init__(self):

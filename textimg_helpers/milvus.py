@@ -44,7 +44,7 @@ def connect(uri: str, token: str = "", idle: float | None = None):
 
 def shared_uri(uri: str, idle: float | None = None) -> str:
     """The address to give ``MilvusClient(uri=...)`` so that several processes use one database: for
-    a Lite file, its shared service (``http://127.0.0.1:PORT``, started if none answers); a server URI,
+    a Lite file, its shared service (``unix:<socket>``, started if none answers); a server URI,
     or a Lite file where the service cannot run (Windows), as it is."""
     if is_lite(uri) and service.available():
         return service.ensure_service(uri, idle)
@@ -234,7 +234,7 @@ def _connect_in_process(uri: str) -> MilvusClient:
     lock = service.lite_lock_file(db.resolve())
     if not held_by_this_process(lock) and service.lite_file_in_use(db.resolve()):
         raise TextimgError(service.lite_in_use_message(uri))
-    with ctrl_c_spares_children(), children_write_to(service.log_file(db)), warnings.catch_warnings():
+    with ctrl_c_spares_children(), children_write_to(db), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
         return _client(uri, grpc_options=NO_IDLE_PINGS)
 
@@ -252,17 +252,20 @@ def held_by_this_process(path: Path) -> bool:
 
 
 @contextmanager
-def children_write_to(log: Path):
-    """Processes started inside write their stdout and stderr to ``log``, not to ours (Milvus Lite's
-    server prints its errors where they would mix with results, ``--json``)."""
+def children_write_to(db: Path):
+    """Processes started inside write their stdout and stderr to the log beside ``db``, not to ours
+    (Milvus Lite's server prints its errors where they would mix with results, ``--json``)."""
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
     try:
-        with open(log, "ab") as out:
-            os.dup2(out.fileno(), 1)
-            os.dup2(out.fileno(), 2)
-            yield
+        log = service.open_log(db)
+        try:
+            os.dup2(log, 1)
+            os.dup2(log, 2)
+        finally:
+            os.close(log)
+        yield
     finally:
         os.dup2(saved[0], 1)
         os.dup2(saved[1], 2)

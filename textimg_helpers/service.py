@@ -1,17 +1,25 @@
-"""One Milvus Lite service per file, shared by every process that names the file.
+"""One Milvus Lite service per file, shared by every process of its user that names the file.
 
 Milvus Lite lets one process open a file. So the first ``connect`` to a free Lite file starts a small
 service process (its own session: it outlives the kernel or command that started it) that serves the
-file over gRPC on 127.0.0.1 only (Milvus Lite has no authentication). Others find it through a state
-file beside the database, ``.<file>.service.json`` (port, pid, the pid's start time, the file's
-identity). Starting is serialised by a lock file, so two processes starting at once get one service.
-A state whose process is gone (killed, a reboot), whose Milvus Lite binary died, or whose file was
-deleted or replaced since it started is ignored, its process stopped, and a new service started: the
-file on disk is the truth. Writes are confirmed: Milvus Lite logs a write it could not make to the file
-(``Insert data failed``) without telling the client, so clients read its log after each write
-(``write_failure``). The service stops by itself when no client has
-been connected for ``idle`` seconds, or on request (``textimg serve --stop``); a client whose service
-went away starts or finds a new one on its next call (see ``ServiceClient``).
+file on a Unix socket in a folder only its user can enter (``run_dir``: mode 0700; Milvus Lite has no
+authentication, so no other user may reach it, and no TCP port is opened). That folder also holds the
+service's state (``<key>.json``: pid, socket, the file's identity; mode 0600) and the lock that
+serialises starters, so two processes starting at once get one service; nothing there can be planted by
+another user. The service is found from its socket and its verified process as well as from its state:
+a state that is missing, garbled or names another process neither locks anyone out nor makes ``stop``
+signal another process.
+
+One engine per file: beside the database, Milvus Lite's lock path ``.<file>.lock`` is made a folder
+that holds the service's engine lock. Another program's plain ``MilvusClient("file.db")`` then fails
+at once, and cannot delete that path and start a second engine on the file on its next try.
+
+A service whose Milvus Lite binary died, or whose file was deleted or replaced, is stopped and replaced:
+the file on disk is the truth. It also stops when no client has been connected for ``idle`` seconds
+(``TEXTIMG_SERVICE_IDLE``, 60 by default) or on request (``textimg serve --stop``); a client whose
+service went away starts or finds a new one on its next call (see ``milvus.ServiceClient``). Writes are
+confirmed: Milvus Lite logs a write it could not make to the file (``Insert data failed``) without
+telling the client, so clients read its log after each write (``write_failure``).
 """
 
 from __future__ import annotations
@@ -19,14 +27,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import hashlib
 import json
 import logging
 import os
 import re
 import signal
 import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -42,10 +53,11 @@ try:
 except ImportError:  # Windows: Milvus Lite 3, no server to share
     fcntl = None
 
-HOST = "127.0.0.1"  # never another address: Milvus Lite has no authentication
-DEFAULT_IDLE = 1800.0  # seconds without a connected client before the service stops
+HOST = "127.0.0.1"  # where TCP servers of this package listen (``textimg app``), never another address
+DEFAULT_IDLE = 60.0  # seconds without a connected client before the service stops
 START_TIMEOUT = 60.0
 CHECK_EVERY = 1.0
+MAX_SOCKET_PATH = 100  # bytes: a Unix socket's path is limited to about 104 (macOS) or 108 (Linux)
 
 
 def available() -> bool:
@@ -70,8 +82,45 @@ def db_path(uri: str | os.PathLike) -> Path:
     return Path(uri).expanduser().resolve()
 
 
+# Where things are: the private folder of this user's services, and the files beside the database ----
+
+def run_dir() -> Path:
+    """This user's private folder for services (created mode 0700): ``$XDG_RUNTIME_DIR/textimg``, else
+    ``<temp>/textimg-<uid>``. A folder there that is not a folder of this user's, only this user's, is
+    never used (another user may have made it first)."""
+    candidates = [Path(os.environ["XDG_RUNTIME_DIR"]) / "textimg"] if os.environ.get("XDG_RUNTIME_DIR") else []
+    candidates.append(Path(tempfile.gettempdir()) / f"textimg-{os.getuid()}")
+    problems = []
+    for folder in candidates:
+        try:
+            folder.mkdir(mode=0o700, exist_ok=True)
+            st = os.lstat(folder)
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+                problems.append(f"{folder} is not a folder of this user's")
+                continue
+            if stat.S_IMODE(st.st_mode) != 0o700:
+                os.chmod(folder, 0o700)
+            if len(str(folder)) + 22 <= MAX_SOCKET_PATH:
+                return folder
+            problems.append(f"{folder} is too long a path for a socket")
+        except OSError as exc:
+            problems.append(f"{folder}: {exc.strerror or exc}")
+    raise TextimgError("no private folder for the Milvus Lite service: " + "; ".join(problems))
+
+
+def service_key(db: Path) -> str:
+    """A short name for the service of ``db`` in ``run_dir`` (socket paths are limited to ~100 bytes)."""
+    return hashlib.blake2b(str(db).encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()
+
+
+def socket_path(db: Path, pid: int | None = None) -> Path:
+    """The socket of the service process ``pid`` (this one by default) of ``db``: one per process, so
+    that a dying service's Milvus, which removes its socket as it exits, never removes its successor's."""
+    return run_dir() / f"{service_key(db)}.{os.getpid() if pid is None else pid}.sock"
+
+
 def state_file(db: Path) -> Path:
-    return db.with_name(f".{db.name}.service.json")
+    return run_dir() / f"{service_key(db)}.json"
 
 
 def log_file(db: Path) -> Path:
@@ -80,12 +129,31 @@ def log_file(db: Path) -> Path:
 
 
 def lite_lock_file(db: Path) -> Path:
-    """Milvus Lite's own lock, held by the process that has the file open."""
+    """Milvus Lite's lock path: a file held by the process that has the database open, or, while this
+    package's service serves it, a folder holding the service's engine lock (``engine_lock``)."""
     return db.with_name(f".{db.name}.lock")
 
 
+def engine_lock(db: Path) -> Path:
+    return lite_lock_file(db) / "engine"
+
+
 def service_uri(state: dict) -> str:
-    return f"http://{HOST}:{state['port']}"
+    """The address a ``MilvusClient`` of this user takes: ``unix:<socket>``."""
+    return f"unix:{state['socket']}"
+
+
+def open_log(db: Path) -> int:
+    """A descriptor appending to the log beside ``db``, opened without following a symbolic link (one
+    planted there is removed, never written through); the caller closes it."""
+    path, flags = log_file(db), os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        return os.open(path, flags, 0o600)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise TextimgError(cannot_write(db.parent, exc)) from None
+    path.unlink()  # a symbolic link: removed, its target left alone
+    return os.open(path, flags | os.O_EXCL, 0o600)
 
 
 LITE_NAME = re.compile(r"[a-zA-Z0-9.\-_]{1,36}")  # the file names Milvus Lite 2.5 opens (milvus_lite/server.py)
@@ -107,30 +175,50 @@ def lite_in_use_message(uri: str) -> str:
 
 
 def lite_file_in_use(db: Path) -> bool:
-    """True when another process holds Milvus Lite's lock on ``db``. Never call it from a process that
-    has the file open itself: closing any handle on the lock file drops a process's POSIX locks."""
-    lock = lite_lock_file(db)
+    """True when another process holds the lock of ``db``: Milvus Lite's own (another program opened the
+    file) or a service's engine lock (another user's service). Never call it from a process that holds
+    the lock itself: closing any handle on a lock file drops a process's POSIX locks."""
+    guard = lite_lock_file(db)
+    lock = engine_lock(db) if guard.is_dir() else guard
     if fcntl is None or not lock.is_file():
         return False
-    with open(lock, "a") as fd:
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return True
+    try:
+        fd = os.open(lock, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
+    except PermissionError:
+        return True  # another user's lock
+    except OSError:
+        return False
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    else:
         fcntl.lockf(fd, fcntl.LOCK_UN)
-    return False
+        return False
+    finally:
+        os.close(fd)
 
+
+# Finding the service: its state, checked against its process, its socket and the file -----------------
 
 def read_state(db: Path) -> dict | None:
     """The state of the service of ``db`` if it is alive, answers and serves the file that is there now,
-    else ``None`` (no state, or a stale one: its process is gone, its pid now belongs to another process
-    after a reboot, its Milvus died, or the file it serves was deleted or replaced since)."""
+    else ``None`` (no state or a garbled one, or a stale one: its process is gone or is not this file's
+    service, its Milvus died, or the file it serves was deleted or replaced since)."""
+    state = load_state(db)
+    if state is None or process_start_time(state["pid"]) != state["started"] or not is_service(state["pid"], db):
+        return None
+    if state.get("file") != file_id(db) or not socket_answers(state["socket"]):
+        return None
+    return state
+
+
+def load_state(db: Path) -> dict | None:
+    """The state file of ``db`` as written, or ``None`` when it is missing or garbled."""
     try:
         state = json.loads(state_file(db).read_text())
-        pid, port, started = int(state["pid"]), int(state["port"]), float(state["started"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if process_start_time(pid) != started or state.get("file") != file_id(db) or not port_open(port):
+        state["pid"], state["started"], state["socket"] = int(state["pid"]), float(state["started"]), str(state["socket"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     return state
 
@@ -145,27 +233,51 @@ def file_id(db: Path) -> list[int] | None:
     return [st.st_dev, st.st_ino]
 
 
-def services_of(db: Path) -> list[psutil.Process]:
-    """The live service processes of ``db`` (``python -m textimg_helpers.service DB ...``)."""
+def is_service_of(cmdline: list[str], db: Path | None = None) -> bool:
+    """True for the command line of a service (``python -m textimg_helpers.service DB ...``), of ``db``."""
+    if "textimg_helpers.service" not in cmdline:
+        return False
+    i = cmdline.index("textimg_helpers.service")
+    return db is None or cmdline[i + 1:i + 2] == [str(db)]
+
+
+def is_service(pid: int, db: Path) -> bool:
+    """True when process ``pid`` is this user's service of ``db`` (its command line names the file)."""
+    try:
+        proc = psutil.Process(pid)
+        return proc.uids().real == os.getuid() and is_service_of(proc.cmdline(), db)
+    except psutil.Error:
+        return False
+
+
+def services_of(db: Path | None = None) -> list[psutil.Process]:
+    """This user's live service processes of ``db`` (of any file without it), told by their command line."""
     found = []
-    for proc in psutil.process_iter(["cmdline", "status"]):
-        cmdline = proc.info["cmdline"] or []
-        if proc.info["status"] != psutil.STATUS_ZOMBIE and "textimg_helpers.service" in cmdline \
-                and str(db) in cmdline and proc.pid != os.getpid():
-            found.append(proc)
+    for proc in psutil.process_iter(["cmdline", "status", "uids"]):
+        with contextlib.suppress(psutil.Error, TypeError):
+            if proc.info["uids"].real == os.getuid() and proc.info["status"] != psutil.STATUS_ZOMBIE \
+                    and is_service_of(proc.info["cmdline"] or [], db) and proc.pid != os.getpid():
+                found.append(proc)
     return found
 
 
 def retire_services(db: Path, timeout: float = 15.0) -> None:
-    """Stop the services of ``db`` that no longer serve it, and wait until they are gone (they hold
-    Milvus Lite's lock until then). Called only when no service of ``db`` answers for its file: one whose
-    Milvus died is still closing, one whose file was deleted or replaced still serves what is gone."""
-    procs = services_of(db)
+    """Stop the services of ``db`` that no longer serve it, and wait until they are gone (they hold its
+    lock until then). Called only when no service of ``db`` answers for its file: one whose Milvus died
+    is still closing, one whose file was deleted or replaced still serves what is gone."""
+    terminate(services_of(db), timeout)
+
+
+def terminate(procs: list[psutil.Process], timeout: float = 15.0) -> None:
+    """SIGTERM to each of ``procs``, then wait for them (killed after ``timeout``); our children are reaped."""
     for proc in procs:
-        with contextlib.suppress(psutil.Error):  # another user's: its lock is then reported as in use
+        with contextlib.suppress(psutil.Error):
             proc.terminate()
-    psutil.wait_procs(procs, timeout=timeout)
-    for proc in procs:  # reap our own children (a service this process started)
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    for proc in procs:
         with contextlib.suppress(ChildProcessError, OSError):
             os.waitpid(proc.pid, os.WNOHANG)
 
@@ -182,6 +294,17 @@ def process_start_time(pid: int) -> float | None:
     with contextlib.suppress(ChildProcessError):  # our own child (the service this process started)
         os.waitpid(pid, os.WNOHANG)
     return None
+
+
+def socket_answers(path: str | os.PathLike, timeout: float = 1.0) -> bool:
+    """True when something accepts connections on the Unix socket ``path``."""
+    try:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(timeout)
+            sock.connect(str(path))
+            return True
+    except OSError:
+        return False
 
 
 def port_open(port: int, timeout: float = 1.0) -> bool:
@@ -201,8 +324,9 @@ def free_port() -> int:
 @contextmanager
 def start_lock(db: Path, timeout: float = START_TIMEOUT):
     """Held while a process looks for the service of ``db`` and starts one: one starter at a time."""
-    path = db.with_name(f".{db.name}.service.lock")
-    with open(path, "a") as fd:
+    path = run_dir() / f"{service_key(db)}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -217,15 +341,19 @@ def start_lock(db: Path, timeout: float = START_TIMEOUT):
             yield
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
+
+# Starting it -------------------------------------------------------------------------------------
 
 def ensure_service(uri: str | os.PathLike, idle: float | None = None) -> str:
-    """The ``http://127.0.0.1:PORT`` of the service of this Lite file, started if none answers."""
+    """The ``unix:<socket>`` of the service of this Lite file, started if none answers."""
     return service_uri(ensure_state(uri, idle))
 
 
 def ensure_state(uri: str | os.PathLike, idle: float | None = None) -> dict:
-    """The state of the service of this Lite file (``port``, ``pid``, ``file``...), started if none answers."""
+    """The state of the service of this Lite file (``socket``, ``pid``, ``file``...), started if none answers."""
     db = db_path(uri)
     check_lite_name(db)
     if (state := read_state(db)) is not None:
@@ -240,27 +368,44 @@ def ensure_state(uri: str | os.PathLike, idle: float | None = None) -> dict:
         raise TextimgError(f"{exc}: Milvus Lite keeps its lock and log beside the file, so its folder must be "
                            "writable, even to search: make it writable, or copy the file to a writable folder") from None
     with start_lock(db):
-        state = read_state(db)
+        state = read_state(db) or healed_state(db)
         if state is None:
-            retire_services(db)
-            state = spawn_service(db, uri, idle)
+            state, _ = spawn_service(db, uri, idle)
     return state
 
 
-def spawn_service(db: Path, uri, idle: float | None) -> dict:
-    """Start the service of ``db`` in a process of its own and wait until it answers (start lock held)."""
+def healed_state(db: Path) -> dict | None:
+    """The state of a service of ``db`` that runs while its state file is missing or garbled: it writes
+    it again within ``CHECK_EVERY`` (``None`` when no service of ``db`` runs, or none does that)."""
+    if not services_of(db):
+        return None
+    deadline = time.monotonic() + 2.5 * CHECK_EVERY
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        if (state := read_state(db)) is not None:
+            return state
+    return None
+
+
+def spawn_service(db: Path, uri, idle: float | None, detach: bool = True) -> tuple[dict, subprocess.Popen]:
+    """Start the service of ``db`` in a process (of its own session with ``detach``) and wait until it
+    answers (start lock held); a service of ``db`` that does not answer for its file is stopped first."""
+    retire_services(db)
     if lite_file_in_use(db):  # held by something that is not our service (ours were retired)
         raise TextimgError(lite_in_use_message(str(uri)))
     idle = default_idle() if idle is None else idle
     command = [sys.executable, "-m", "textimg_helpers.service", str(db), "--idle", str(idle)]
-    with open(log_file(db), "ab") as log:
+    log = open_log(db)
+    try:
         child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                 start_new_session=True, cwd=str(db.parent), env=service_env())
+                                 start_new_session=detach, cwd=str(db.parent), env=service_env())
+    finally:
+        os.close(log)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         state = read_state(db)
         if state is not None and state["pid"] == child.pid:
-            return state
+            return state, child
         if child.poll() is not None:
             break
         time.sleep(0.05)
@@ -283,6 +428,8 @@ def last_line(path: Path) -> str:
     except OSError:
         lines = []
     return lines[-1][:300] if lines else f"no message (see {path})"
+
+
 
 
 # Writes that reached the file: Milvus Lite logs a failed write without telling its client -----------
@@ -376,42 +523,49 @@ def write_failed_message(db: Path, reason: str) -> str:
 
 
 def default_idle() -> float:
-    """Seconds a service waits for a client before it stops: ``TEXTIMG_SERVICE_IDLE``, else 30 minutes."""
+    """Seconds a service waits for a client before it stops: ``TEXTIMG_SERVICE_IDLE``, else 60."""
     return Settings.from_env().service_idle
 
 
+# Stopping it -------------------------------------------------------------------------------------
+
 def stop_service(uri: str | os.PathLike, timeout: float = 10.0) -> dict | None:
-    """Stop the service of this Lite file; returns its state, or ``None`` when none was running."""
+    """Stop the service of this Lite file, found from its state or, when that is missing or garbled, from
+    its process (only a process whose command line names the file is signalled); returns its state
+    (``{"pid", "socket"}`` at least), or ``None`` when none was running."""
     db = db_path(uri)
-    state = read_state(db)
-    if state is None:
+    procs = services_of(db)
+    if not procs:
         return None
-    try:
-        os.kill(state["pid"], signal.SIGTERM)
-    except ProcessLookupError:
-        return state
-    deadline = time.monotonic() + timeout
-    while process_start_time(state["pid"]) == state["started"] and time.monotonic() < deadline:
-        time.sleep(0.05)
+    state = read_state(db) or {"pid": procs[0].pid, "socket": str(socket_path(db, procs[0].pid))}
+    terminate(procs, timeout)
     return state
 
 
 def stop_services_under(folder: str | os.PathLike) -> list[Path]:
-    """Stop every service whose file lies under ``folder`` (tests clean up with it); returns the files."""
-    stopped = []
-    for state in Path(folder).rglob(".*.service.json"):
-        db = state.with_name(state.name[1:-len(".service.json")])
-        if stop_service(db) is not None:
-            stopped.append(db)
-    return stopped
+    """Stop every service of this user whose file lies under ``folder`` (tests clean up with it);
+    returns the files."""
+    prefixes = {str(Path(folder)) + os.sep, str(Path(folder).resolve()) + os.sep}
+    stopped = {}
+    for proc in services_of():
+        with contextlib.suppress(psutil.Error, ValueError, IndexError):
+            cmdline = proc.cmdline()
+            db = cmdline[cmdline.index("textimg_helpers.service") + 1]
+            if db.startswith(tuple(prefixes)):
+                stopped.setdefault(Path(db), []).append(proc)
+    terminate([proc for procs in stopped.values() for proc in procs])
+    return list(stopped)
 
 
 # The service process -------------------------------------------------------------------------
 
-class _TcpLiteServer:
-    """Milvus Lite's server on 127.0.0.1:PORT that stops when this process goes (kill -9 too)."""
+class _LiteServer:
+    """Milvus Lite's server on a Unix socket of ``run_dir`` that stops when this process goes (kill -9
+    too), holding the engine lock inside the folder that replaces Milvus Lite's lock file."""
 
-    def __init__(self, db: Path, port: int):
+    def __init__(self, db: Path):
+        guard = lite_lock_file(db)
+
         class Server_(lite_server_class()):
             @property
             def args(self):  # Milvus Lite's binary exits once the lock it is given is released
@@ -420,16 +574,22 @@ class _TcpLiteServer:
             def stop(self):  # it removes its lock file last: in a read-only folder it cannot, and need not
                 with contextlib.suppress(OSError):
                     super().stop()
+                with contextlib.suppress(OSError):
+                    guard.rmdir()  # the plain Milvus Lite lock path is free again
 
-        self.db, self.port = db, port
+        self.db, self.socket = db, socket_path(db)
         self.file: list[int] | None = None  # the identity of the file it opened (``file_id``)
-        self.server = Server_(str(db), address=f"{HOST}:{port}")
+        with contextlib.suppress(FileNotFoundError):
+            self.socket.unlink()  # a dead service's socket
+        self.server = Server_(str(db), address=f"unix:{self.socket}")
+        self.server._lock_path = str(engine_lock(db))
 
     def start(self) -> None:
+        take_lock_path(self.db)
         if not (self.server.init() and self.server.start()):
             raise TextimgError(f"Milvus Lite could not open {self.server._db_file}: it may be in use or damaged")
         deadline = time.monotonic() + START_TIMEOUT
-        while not port_open(self.port, timeout=0.2):
+        while not socket_answers(self.socket, timeout=0.2):
             if self.server._p.poll() is not None or time.monotonic() > deadline:
                 raise TextimgError("Milvus Lite's server exited while starting")
             time.sleep(0.05)
@@ -439,34 +599,57 @@ class _TcpLiteServer:
         return self.server._p is not None and self.server._p.poll() is None
 
     def clients(self) -> int:
-        """TCP connections from clients that are open right now."""
+        """Client connections open right now (the socket's own listening entry is not one)."""
         try:
-            conns = psutil.Process(self.server._p.pid).net_connections(kind="tcp")
+            conns = psutil.Process(self.server._p.pid).net_connections(kind="unix")
         except psutil.Error:
             return 0
-        return sum(1 for c in conns if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == self.port)
+        return max(0, sum(1 for c in conns if c.laddr == str(self.socket)) - 1)
 
     def stop(self) -> None:
         self.server.stop()
+        with contextlib.suppress(OSError):
+            self.socket.unlink()
 
 
-def start_server(uri: str | os.PathLike) -> _TcpLiteServer:
-    """Open the Lite file in Milvus Lite's server on a free loopback port and publish the state file."""
+def take_lock_path(db: Path) -> None:
+    """Make Milvus Lite's lock path ``.<file>.lock`` a folder (which a plain client can neither open nor
+    delete), taking over a free lock file left there; another program holding it is refused."""
+    guard = lite_lock_file(db)
+    if guard.is_symlink():
+        guard.unlink()
+    elif guard.is_file():
+        fd = os.open(guard, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held until the folder is in place
+        except OSError:
+            os.close(fd)
+            raise TextimgError(lite_in_use_message(str(db))) from None
+        try:
+            guard.unlink()
+            guard.mkdir(mode=0o755)
+        finally:
+            os.close(fd)
+    guard.mkdir(mode=0o755, exist_ok=True)
+
+
+def start_server(uri: str | os.PathLike) -> _LiteServer:
+    """Open the Lite file in Milvus Lite's server on this user's private socket and publish the state."""
     db = db_path(uri)
     if lite_file_in_use(db):
         raise TextimgError(lite_in_use_message(str(uri)))
-    server = _TcpLiteServer(db, free_port())
+    server = _LiteServer(db)
     try:
         server.start()
         server.file = file_id(db)
-        write_state(db, server.port, server.file, file_writable(db))
+        write_state(db, server, file_writable(db))
     except BaseException:
         server.stop()
         raise
     return server
 
 
-def run_server(server: _TcpLiteServer, idle: float | None = None, stop: threading.Event | None = None) -> None:
+def run_server(server: _LiteServer, idle: float | None = None, stop: threading.Event | None = None) -> None:
     """Serve until ``idle`` seconds pass with no client (never when ``None``), SIGTERM, Ctrl-C or
     ``stop``; then remove the state file and close the Lite file."""
     idle = idle if idle and idle > 0 else None
@@ -482,14 +665,18 @@ def run_server(server: _TcpLiteServer, idle: float | None = None, stop: threadin
             signal.signal(signal.SIGTERM, previous)
 
 
-def wait_while_used(server: _TcpLiteServer, idle: float | None, stop: threading.Event) -> None:
-    """Return when ``stop`` is set, Milvus Lite's server died, its file was deleted or replaced, or no
-    client came for ``idle`` seconds."""
+def wait_while_used(server: _LiteServer, idle: float | None, stop: threading.Event) -> None:
+    """Return when ``stop`` is set, Milvus Lite's server died, its file (or its folder) was deleted or
+    replaced, or no client came for ``idle`` seconds. A state file removed or garbled is written again."""
     last_used = time.monotonic()
     while server.running and not stop.wait(CHECK_EVERY if idle is None else min(CHECK_EVERY, idle / 4)):
         if file_id(server.db) != server.file:
             print(time.strftime("%F %T"), f"{server.db} was deleted or replaced: stopping", flush=True)
             return
+        state = load_state(server.db)
+        if state is None or state["pid"] != os.getpid():
+            with contextlib.suppress(TextimgError):
+                write_state(server.db, server, file_writable(server.db))
         if idle is None:
             continue
         if server.clients():
@@ -498,29 +685,32 @@ def wait_while_used(server: _TcpLiteServer, idle: float | None, stop: threading.
             return
 
 
-def write_state(db: Path, port: int, file: list[int] | None, writable: bool = True) -> None:
-    """Publish ``{pid, port, started, db, file, writable}`` atomically: readers see a whole state or none."""
-    state = {"pid": os.getpid(), "port": port, "started": process_start_time(os.getpid()), "db": str(db),
-             "file": file, "writable": writable}
+def write_state(db: Path, server: _LiteServer, writable: bool = True) -> None:
+    """Publish ``{pid, socket, started, db, file, writable}`` atomically (readers see a whole state or
+    none), readable by this user only, never through a planted link."""
+    state = {"pid": os.getpid(), "socket": str(server.socket), "started": process_start_time(os.getpid()),
+             "db": str(db), "file": server.file, "writable": writable}
     tmp = state_file(db).with_suffix(f".{os.getpid()}.tmp")
     try:
-        tmp.write_text(json.dumps(state))
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(json.dumps(state))
         tmp.replace(state_file(db))
     except OSError as exc:
-        raise TextimgError(cannot_write(db.parent, exc)) from None
+        raise TextimgError(cannot_write(tmp.parent, exc)) from None
 
 
 def remove_state(db: Path) -> None:
     """Remove the state file if it is this process's (a newer service may have replaced it)."""
-    try:
+    with contextlib.suppress(OSError, ValueError, TextimgError):
         if json.loads(state_file(db).read_text()).get("pid") == os.getpid():
             state_file(db).unlink()
-    except (OSError, ValueError):
-        pass
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m textimg_helpers.service DB --idle SECONDS``: the detached service process."""
+    """``python -m textimg_helpers.service DB --idle SECONDS``: the service process."""
     parser = argparse.ArgumentParser(prog="python -m textimg_helpers.service")
     parser.add_argument("db")
     parser.add_argument("--idle", type=float, default=DEFAULT_IDLE)
@@ -529,7 +719,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     try:
         server = start_server(args.db)
-        print(time.strftime("%F %T"), f"serving {server.db} at http://{HOST}:{server.port}", flush=True)
+        print(time.strftime("%F %T"), f"serving {server.db} at unix:{server.socket}", flush=True)
         run_server(server, args.idle)
     except TextimgError as exc:
         print(f"textimg service: error: {exc}", flush=True)
