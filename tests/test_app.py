@@ -139,6 +139,25 @@ def test_the_page_shows_rows_and_model_then_indexes_a_folder_with_reasons(open_a
     assert text_of(app.index_status).splitlines()[0] == "indexed=0 skipped=1 unchanged=40 total=161"
 
 
+def test_the_page_switches_between_the_collections_of_its_file_and_their_models(open_app, photos, tmp_path):
+    uri = str(tmp_path / "milvus.db")
+    index_photos(photos, uri)
+    random = run_cli("index", photos, "--uri", uri, "--collection", "app_random", "--random-weights", "-q")
+    assert random.code == 0, random.err
+    app = open_app(uri)
+    assert dict(app.collections.options) == {"app (shapes-clip)": "app", "app_random (shapes-clip+random)": "app_random"}
+    app.collections.value = "app_random"
+    assert text_of(app.info).startswith("app_random: 121 images, model shapes-clip+random (dim 128)"), text_of(app.info)
+    assert app.session.random_weights and app.panel.collection_name == "app_random"
+    app.panel.query.value = "a red circle"
+    app.panel.submit.click()
+    assert len(app.panel.hits) == 5 and "error" not in app.panel.status.value
+    app.collections.value = "app"
+    assert text_of(app.info).startswith("app: 121 images, model shapes-clip (dim 128)")
+    app.panel.submit.click()
+    assert all(hit.label.startswith("red_circle") for hit in app.panel.hits[:3]), app.panel.hits
+
+
 def test_index_with_no_folder_indexes_the_demo_images(open_app, tmp_path):
     app = open_app(str(tmp_path / "milvus.db"))  # a fresh clone: nothing indexed yet
     app.index_button.click()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import ipywidgets as widgets
 
-from .config import error_text
+from .config import error_text, model_for_name
 from .duplicates import DEFAULT_THRESHOLD, find_duplicates
 from .hits import Hit
 from .store import check_collection, collection_info, count_rows
@@ -55,6 +55,9 @@ class ExploreApp:
                               placeholder=session.query, text_encoder=text_encoder)
         self.panel.query.layout.width = "640px"  # room for a photo's path in a combined query
         self.info = widgets.HTML()
+        self.collections = widgets.Dropdown(description="Collection", layout=widgets.Layout(width="520px"))
+        self.fill_collections()
+        self.collections.observe(lambda change: self.switch(change["new"]), names="value")
         self.folder = widgets.Text(placeholder="a folder of images (left empty: the demo images)",
                                    description="Folder", layout=widgets.Layout(width="420px"))
         self.index_button = widgets.Button(description="Index", icon="plus")
@@ -75,7 +78,7 @@ class ExploreApp:
         """The page, to display in the notebook's cell."""
         heading = lambda text: widgets.HTML(f"<h3>{text}</h3>")  # noqa: E731
         return widgets.VBox([
-            self.info, self.panel.widget,
+            self.info, self.collections, self.panel.widget,
             heading("Add images"), widgets.HBox([self.folder, self.index_button]), self.index_progress,
             self.index_status,
             heading("Near-duplicates"), widgets.HBox([self.threshold, self.duplicates_button]),
@@ -96,6 +99,38 @@ class ExploreApp:
             self.info.value = status_html(error_text(exc), error=True)
             return
         self.info.value = status_html(text)
+
+    def fill_collections(self) -> None:
+        """The file's collections, each with the model it was built with, the session's one chosen."""
+        client, name = self.session.client, self.session.collection_name
+        try:
+            names = sorted(set(client.list_collections()) | {name})
+            options = [(f"{n} ({collection_info(client, n)['model']})" if client.has_collection(n)
+                        else f"{n} (new)", n) for n in names]
+        except Exception:  # Milvus out of reach: the top line says it in red
+            options = [(name, name)]
+        self.collections.options, self.collections.value = options, name
+
+    def switch(self, collection: str) -> None:
+        """Search and index ``collection`` with the model it was built with (loaded now, once)."""
+        from .session import Session
+
+        if collection == self.session.collection_name:
+            return
+        try:
+            stored = collection_info(self.session.client, collection)["model"]
+            model, random_weights = model_for_name(stored)
+            settings = self.session.settings.with_(model=model, collection_name=collection)
+            session = Session.from_settings(settings, random_weights, announce=lambda *_: None)
+            session._client = self.session.client  # the same file, the same connection
+            encoder = session.load_encoder()
+        except Exception as exc:
+            self.info.value = status_html(error_text(exc), error=True)
+            return
+        self.session, self.panel.collection_name, self.panel.encoder = session, collection, encoder
+        if session.text_model == "clip":
+            self.panel.text_encoder = encoder
+        self.show_info()
 
     def index(self) -> None:
         """Index the folder box's folder (empty: the profile's demo images) incrementally, with a

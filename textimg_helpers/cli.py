@@ -125,6 +125,8 @@ def cmd_eval(job: Session, args) -> int:
     from .ingest import index_folder
 
     langs = check_eval_options(job, args)
+    if args.models:
+        return compare_models(job, args)
     # labelled test images get a collection of their own, so they never turn up in searches of your photos
     collection = job.settings.collection_name or default_collection(job.model_name) + "_eval"
     client, encoder = job.connect(), job.load_encoder()
@@ -147,6 +149,26 @@ def cmd_eval(job: Session, args) -> int:
     return 0
 
 
+def compare_models(job: Session, args) -> int:
+    """``eval --models A,B``: the folder indexed once per model (incrementally, each model in its own
+    collection of the file), then one row per model: images/s of this run's indexing and the figures."""
+    from .evaluate import PHOTO_TEMPLATE, evaluate, model_comparison_table
+    from .ingest import index_folder
+
+    rows = []
+    for model in [m.strip() for m in args.models.split(",") if m.strip()]:
+        session = Session.from_settings(job.settings.with_(model=model), job.random_weights, announce=say)
+        collection = default_collection(session.model_name) + "_eval"
+        report = index_folder(session.connect(), collection, args.folder, session.load_encoder(),
+                              batch_size=args.batch_size, num_workers=args.workers, progress=not args.quiet)
+        say(f"{session.model_name}: {report.summary()} (collection {collection})")
+        result = evaluate(session.client, collection, session.encoder, args.folder, (args.template or PHOTO_TEMPLATE,),
+                          progress=not args.quiet)
+        rows.append((session.model_name, report.indexed / report.seconds if report.indexed else None, result))
+    print(model_comparison_table(rows))
+    return 0
+
+
 def check_eval_options(job: Session, args) -> list[str] | None:
     """Refuse, before any work, a template without ``{}``, a language that cannot phrase every label,
     or a text model whose space is not the image model's; returns the languages of ``--lang``."""
@@ -156,6 +178,11 @@ def check_eval_options(job: Session, args) -> list[str] | None:
     if args.template and (args.template.count("{}") != 1 or set("{}") & set(args.template.replace("{}", "", 1))):
         raise TextimgError(f"--template needs a {{}} where the label goes, once and with no other braces, "
                            f"e.g. 'a photo of a {{}}', not {args.template!r}")
+    if args.models and (args.lang or args.compare or args.ensemble or job.text_model != "clip"):
+        raise TextimgError("--models compares models with one template ('a photo of a {}', or --template): "
+                           "leave out --lang, --compare, --ensemble and --text-model")
+    if args.models and args.collection:
+        raise TextimgError("--models gives each model a collection of its own: leave out --collection")
     langs = check_langs(args.lang) if args.lang else None
     if langs:
         check_labels_translate(labelled_images(args.folder), langs)
@@ -248,6 +275,29 @@ def cmd_app(args) -> int:
                      token=args.token, cull_idle=args.cull_idle)
     say("textimg app: stopped")
     return code
+
+
+def cmd_models(args) -> int:
+    """The table of models; with ``--measure``, timed on this machine first."""
+    import platform
+    import time
+
+    from .encoders import pick_device
+    from .models import MODELS, measure_speed, models_table
+
+    speed = None
+    if args.measure:
+        device = pick_device(args.device)
+        speed = {"what": f"measured with random weights, fp32, {device}", "machine": platform.processor() or
+                 platform.machine(), "date": time.strftime("%Y-%m-%d"), "models": {}}
+        for model in MODELS:
+            say(f"timing {model.name} ...")
+            try:
+                speed["models"][model.name] = measure_speed(model.name, device=device)
+            except TextimgError as exc:  # e.g. a tokenizer that needs a download
+                say(f"  not timed: {exc}")
+    print(models_table(speed))
+    return 0
 
 
 def cmd_serve(args) -> int:
@@ -377,6 +427,9 @@ def add_collection_commands(sub, common) -> None:
     p.add_argument("--compare", action="store_true", help="bare label vs 'a photo of a ...' vs ensemble")
     p.add_argument("--lang", help="queries in one or several of en,de,pt,ru,ar (comma-separated): a table per "
                                   "language (labels must be in the language table, e.g. red_circle)")
+    p.add_argument("--models", help="compare models side by side (comma-separated, e.g. ViT-B/32,"
+                                    "ViT-B-32/laion2b_s34b_b79k): the folder indexed once per model, each in its "
+                                    "own collection; one row per model")
     p.add_argument("--text-model", help=TEXT_MODEL_HELP)
     add_reading_options(p)
     sub.add_parser("stats", parents=[common], help="rows, model and dimension of the collection")
@@ -403,6 +456,15 @@ def add_app_command(sub) -> None:
     p.set_defaults(random_weights=False)
 
 
+def add_models_command(sub) -> None:
+    """``models``: the supported models, published quality beside measured speed (no session)."""
+    p = sub.add_parser("models", help="which model to pick: published quality and measured speed")
+    p.add_argument("--measure", action="store_true",
+                   help="time each model on this machine first (random weights, fp32 on the CPU; a few minutes)")
+    p.add_argument("--device", default="cpu", help="where --measure runs them (default cpu)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
 def add_serve_command(sub) -> None:
     """``serve``: it takes no model or collection, only the Lite file."""
     p = sub.add_parser("serve", help="share a Milvus Lite file between processes (runs in the foreground; "
@@ -425,6 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_collection_commands(sub, common)
     add_serve_command(sub)
     add_app_command(sub)
+    add_models_command(sub)
     return parser
 
 
@@ -477,11 +540,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_command(args) -> int:
-    """The command's function, with its session (``serve`` has none; ``app`` hands its settings to the page)."""
+    """The command's function, with its session (``serve`` and ``models`` have none; ``app`` hands its
+    settings to the page)."""
     if args.command == "serve":
         return cmd_serve(args)
     if args.command == "app":
         return cmd_app(args)
+    if args.command == "models":
+        return cmd_models(args)
     return COMMANDS[args.command](open_job(args), args)
 
 

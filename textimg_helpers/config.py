@@ -108,17 +108,27 @@ def check_collection_name(name: str) -> None:
 
 
 def model_for_profile(profile: str, model: str | None) -> str:
-    """The model to load for a resolved profile (``clip`` or ``shapes``)."""
+    """The model to load for a resolved profile (``clip`` or ``shapes``); ``--model shapes`` names the
+    shipped shapes checkpoint."""
+    if model == "shapes":
+        return str(SHAPES_CHECKPOINT)
     if model:
         return model
     return CLIP_MODEL if profile == "clip" else str(SHAPES_CHECKPOINT)
 
 
+def is_open_clip_name(model: str) -> bool:
+    """True for an ``ARCH/PRETRAINED`` name as open_clip writes them (``ViT-B-32/laion2b_s34b_b79k``): not
+    one of OpenAI's names, not a file; open_clip itself checks the pair when the model loads."""
+    parts = model.split("/")
+    return model not in CLIP_MODELS and len(parts) == 2 and all(parts) and not Path(model).exists()
+
+
 def check_model(model: str) -> None:
-    """Refuse a model that is neither a CLIP name nor a file, before anything else runs."""
-    if model not in CLIP_MODELS and not Path(model).is_file():
-        raise TextimgError(f"model {model!r} is neither a CLIP name ({', '.join(CLIP_MODELS)}) "
-                           "nor an existing checkpoint file")
+    """Refuse a model that is neither a CLIP name, an open_clip pair nor a file, before anything else runs."""
+    if model not in CLIP_MODELS and not Path(model).is_file() and not is_open_clip_name(model):
+        raise TextimgError(f"model {model!r} is neither a CLIP name ({', '.join(CLIP_MODELS)}), an open_clip "
+                           "ARCH/PRETRAINED pair (textimg models lists some) nor an existing checkpoint file")
 
 
 def check_text_model(text_model: str) -> None:
@@ -137,6 +147,20 @@ def model_name(model: str, random_weights: bool = False) -> str:
     else:
         name = model
     return name + (RANDOM_SUFFIX if random_weights else "")
+
+
+def model_for_name(name: str) -> tuple[str, bool]:
+    """What to load for a model name a collection stored (``model_name``'s inverse): ``(model,
+    random_weights)``. A checkpoint's file stem (other than the shipped shapes model) cannot be found
+    again from its name: one ``TextimgError`` says so."""
+    random_weights = name.endswith(RANDOM_SUFFIX)
+    base = name[:-len(RANDOM_SUFFIX)] if random_weights else name
+    if base == SHAPES_MODEL_NAME:
+        return str(SHAPES_CHECKPOINT), random_weights
+    if base in CLIP_MODELS or is_open_clip_name(base):
+        return base, random_weights
+    raise TextimgError(f"the collection was built with the checkpoint {base!r}: start with --model <its .pt file> "
+                       "to search it")
 
 
 def default_collection(name: str) -> str:

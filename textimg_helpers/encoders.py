@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -18,7 +20,7 @@ with warnings.catch_warnings():  # openai/CLIP imports pkg_resources
     import clip
     from clip.model import CLIP
 
-from .config import CLIP_CACHE, TextimgError, check_model, model_name
+from .config import CLIP_CACHE, TextimgError, check_model, error_text, is_open_clip_name, model_name
 from .data import host_reachable, pixels, read_query_image  # noqa: F401 (pixels: the reader's step, kept here too)
 
 CONTEXT_LENGTH = 77
@@ -35,6 +37,9 @@ ARCHITECTURES = {
     "ViT-B/16": dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768,
                      vision_patch_size=16, context_length=77, vocab_size=49408,
                      transformer_width=512, transformer_heads=8, transformer_layers=12),
+    "ViT-L/14": dict(embed_dim=768, image_resolution=224, vision_layers=24, vision_width=1024,
+                     vision_patch_size=14, context_length=77, vocab_size=49408,
+                     transformer_width=768, transformer_heads=12, transformer_layers=12),
 }
 
 
@@ -59,7 +64,7 @@ def pick_device(device: str = "auto") -> str:
 
 @dataclass
 class Encoder:
-    """A loaded CLIP model with its preprocessing; hold it and reuse it (it stays warm)."""
+    """A loaded CLIP (or open_clip) model with its preprocessing; hold it and reuse it (it stays warm)."""
 
     model: CLIP
     preprocess: Callable
@@ -70,11 +75,17 @@ class Encoder:
     # decides, see ``choose_precision``.
     bf16: bool | None = False
     trials: dict = field(default_factory=dict, repr=False)  # seconds per image, {bf16: ...}
+    # An open_clip model's own tokenizer, size and colour normalisation (0-255 units); None: CLIP's.
+    tokenizer: Callable | None = field(default=None, repr=False)
+    embed_dim: int | None = None
+    image_size: int | None = None
+    mean: tuple = PIXEL_MEAN
+    std: tuple = PIXEL_STD
 
     @property
     def dim(self) -> int:
         """Embedding dimension (512 for ViT-B/32)."""
-        return int(self.model.text_projection.shape[1])
+        return self.embed_dim or int(self.model.text_projection.shape[1])
 
     @property
     def dtype(self) -> torch.dtype:
@@ -83,7 +94,7 @@ class Encoder:
     @property
     def resolution(self) -> int:
         """Side of the square input image (224 for ViT-B/32)."""
-        return int(self.model.visual.input_resolution)
+        return self.image_size or int(self.model.visual.input_resolution)
 
     def encode_images(self, images: Sequence | np.ndarray | torch.Tensor) -> np.ndarray:
         """Images -> unit vectors (n, dim). ``images``: PIL images, a uint8 batch of ``pixels``
@@ -94,7 +105,7 @@ class Encoder:
             images = np.stack([pixels(img, self.resolution) for img in images])
         batch = torch.as_tensor(images)
         if batch.dtype == torch.uint8:  # normalised here, in one vectorised step for the batch
-            batch = normalize_pixels(batch)
+            batch = normalize_pixels(batch, self.mean, self.std)
         batch, parts = batch.to(self.device, self.dtype), []
         if self.bf16 is None and len(batch) >= 2 * TRIAL_IMAGES:
             parts.append(self.choose_precision(batch[:2 * TRIAL_IMAGES]))
@@ -125,10 +136,15 @@ class Encoder:
         texts = [texts] if isinstance(texts, str) else list(texts)
         for text in texts:
             check_query(text)
-        tokens = clip.tokenize(texts, context_length=CONTEXT_LENGTH, truncate=True)
-        # The text transformer is causal: padding after the end token never changes its output, so
-        # encode only up to the longest caption (same vectors, less work the shorter the captions).
-        tokens = tokens[:, :int(tokens.argmax(dim=-1).max()) + 1]
+        if self.tokenizer is not None:  # open_clip's own (it truncates to the model's context length)
+            tokens = self.tokenizer(texts)
+        elif self.embed_dim is not None:
+            raise TextimgError(f"{self.name} was loaded without its tokenizer: it encodes images only")
+        else:
+            tokens = clip.tokenize(texts, context_length=CONTEXT_LENGTH, truncate=True)
+            # CLIP's text transformer is causal: padding after the end token never changes its output,
+            # so encode only up to the longest caption (same vectors, less work the shorter the captions).
+            tokens = tokens[:, :int(tokens.argmax(dim=-1).max()) + 1]
         with torch.inference_mode():
             embs = self.model.encode_text(tokens.to(self.device))
         return normalize(embs)
@@ -150,10 +166,10 @@ def encode_image_file(encoder: Encoder, image_path: str | os.PathLike) -> np.nda
     return encoder.encode_images([read_query_image(image_path, max_side=2 * encoder.resolution)])
 
 
-def normalize_pixels(batch: torch.Tensor) -> torch.Tensor:
-    """uint8 (n, H, W, 3) -> float (n, 3, H, W) with CLIP's colour normalisation."""
-    mean = torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(PIXEL_STD).view(1, 3, 1, 1)
+def normalize_pixels(batch: torch.Tensor, mean=PIXEL_MEAN, std=PIXEL_STD) -> torch.Tensor:
+    """uint8 (n, H, W, 3) -> float (n, 3, H, W) with a colour normalisation (CLIP's by default)."""
+    mean = torch.tensor(mean).view(1, 3, 1, 1)
+    std = torch.tensor(std).view(1, 3, 1, 1)
     return batch.permute(0, 3, 1, 2).float().sub_(mean).div_(std)
 
 
@@ -177,8 +193,11 @@ def check_query(text: str, warn: bool = True) -> None:
 
 def load_encoder(model: str, device: str = "auto", random_weights: bool = False,
                  download_root: str | os.PathLike | None = None) -> Encoder:
-    """Load a CLIP model by name (``ViT-B/32``) or checkpoint path, ready for inference."""
+    """Load a CLIP model by name (``ViT-B/32``), open_clip pair (``ViT-B-32/laion2b_s34b_b79k``) or
+    checkpoint path, ready for inference."""
     device = pick_device(device)
+    if is_open_clip_name(model):
+        return load_open_clip(model, device, random_weights)
     if random_weights:
         net = random_model(model)
         preprocess = clip.clip._transform(net.visual.input_resolution)
@@ -187,6 +206,78 @@ def load_encoder(model: str, device: str = "auto", random_weights: bool = False,
     net = net.to(device).eval()
     net = net.half() if device == "cuda" else net.float()
     return Encoder(net, preprocess, device, model_name(model, random_weights), bf16=use_bf16(device))
+
+
+def load_open_clip(model: str, device: str, random_weights: bool = False, tokenizer: bool = True) -> Encoder:
+    """An open_clip ``ARCH/PRETRAINED`` model with its own preprocessing and tokenizer (weights from the
+    Hugging Face cache, downloaded on first use); with ``random_weights``, the architecture only; without
+    ``tokenizer``, an encoder of images only (SigLIP's tokenizer is a download of its own)."""
+    from .models import check_known, import_open_clip
+
+    open_clip = import_open_clip()
+    check_known(model)
+    arch, tag = model.split("/")
+    offline = not host_reachable("huggingface.co")
+    try:
+        with hub_offline(offline), quiet_loading():
+            torch.manual_seed(RANDOM_SEED)
+            net, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=None if random_weights else tag)
+            tokenizer = open_clip.get_tokenizer(arch) if tokenizer else None
+    except Exception as exc:
+        what = "the tokenizer" if random_weights else "the weights or the tokenizer"
+        if offline:
+            from huggingface_hub.constants import HF_HUB_CACHE
+
+            raise TextimgError(f"cannot download {what} of open_clip {model} (no internet?) and they are not in "
+                               f"the Hugging Face cache {HF_HUB_CACHE}: run once with internet, or use the offline "
+                               "profile TEXTIMG_PROFILE=shapes") from None
+        raise TextimgError(f"could not load open_clip {model}: {error_text(exc)[:300]}") from exc
+    cfg = getattr(net.visual, "preprocess_cfg", {}) or {}
+    size = cfg.get("size", getattr(net.visual, "image_size", 224))
+    net = net.to(device).eval()
+    net = net.half() if device == "cuda" else net.float()
+    return Encoder(net, preprocess, device, model_name(model, random_weights), bf16=use_bf16(device),
+                   tokenizer=tokenizer, embed_dim=int(open_clip.get_model_config(arch)["embed_dim"]),
+                   image_size=int(size[0] if isinstance(size, (tuple, list)) else size),
+                   mean=tuple(255 * v for v in cfg.get("mean", (0.48145466, 0.4578275, 0.40821073))),
+                   std=tuple(255 * v for v in cfg.get("std", (0.26862954, 0.26130258, 0.27577711))))
+
+
+@contextmanager
+def hub_offline(offline: bool):
+    """Hugging Face Hub in offline mode inside the block when ``offline`` (no minute of retries
+    before the cache is looked at)."""
+    if not offline:
+        yield
+        return
+    previous = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        import huggingface_hub.constants as constants
+
+        saved, constants.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE, True
+        try:
+            yield
+        finally:
+            constants.HF_HUB_OFFLINE = saved
+    finally:
+        if previous is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = previous
+
+
+@contextmanager
+def quiet_loading():
+    """No warnings and log lines while open_clip builds a model ("No pretrained weights loaded", "Failed
+    to download": the error raised after it says what to do)."""
+    logging.disable(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 def use_bf16(device: str) -> bool | None:

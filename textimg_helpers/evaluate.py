@@ -187,3 +187,14 @@ def language_table(columns: dict[str, dict[str, EvalReport]]) -> str:
             cells.append(" ".join(f"{v:>{len(m)}.3f}" for v, m in zip(values, measures)))
         lines.append(f"{lang:<4}  " + " | ".join(cells) + "  " + label_query(report.results[0].label, lang))
     return "\n".join(lines)
+
+
+def model_comparison_table(rows: list[tuple[str, float | None, EvalReport]]) -> str:
+    """``eval --models``: one row per model, ``(name, images/s or None when nothing was indexed, report)``."""
+    lines = [f"{'model':<36} {'images/s':>9} {'recall@1':>9} {'recall@5':>9} {'recall@10':>9} {'mAP@10':>7}"]
+    for name, rate, report in rows:
+        shown = f"{rate:.1f}" if rate else "indexed"
+        lines.append(f"{name:<36} {shown:>9} {report.recall(1):>9.3f} {report.recall(5):>9.3f} "
+                     f"{report.recall(10):>9.3f} {report.map10:>7.3f}")
+    lines.append("images/s: this run's indexing ('indexed': already in its collection, nothing encoded)")
+    return "\n".join(lines)

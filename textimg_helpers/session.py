@@ -58,6 +58,10 @@ class Session:
         settings = Settings.from_env() if settings is None else settings
         profile = resolve_profile(settings, announce)
         model = model_for_profile(profile, settings.model)
+        if settings.text_model != "clip" and model != CLIP_MODEL and settings.model:
+            raise TextimgError(f"--text-model {settings.text_model} reads queries into OpenAI {CLIP_MODEL}'s space "
+                               f"only, not {model_name(model)}'s: use --model {CLIP_MODEL} (or --profile clip), or "
+                               "leave --text-model out")
         check_model(model)
         name = model_name(model, random_weights)
         return cls(settings, profile, model, name, settings.collection_name or default_collection(name),
