@@ -49,7 +49,8 @@ def cmd_index(job: Session, args) -> int:
     report = index_folder(job.connect(), job.collection_name, args.folder, load_encoder=job.load_encoder,
                           model=job.model_name, batch_size=args.batch_size, write_every=args.write_every,
                           num_workers=args.workers, progress=not args.quiet, verbose=not args.quiet,
-                          remove_missing=not args.keep_missing)
+                          remove_missing=not args.keep_missing, include_hidden=args.include_hidden,
+                          exclude=tuple(args.exclude))
     print(report)
     return 0
 
@@ -341,8 +342,8 @@ TEXT_MODEL_HELP = ("clip (default: the model's own text encoder), multilingual (
 QUERY_HELP = "the text to search for, or an image file; WEIGHT:TERM weights it (e.g. 2:'a dog')"
 TERMS_HELP = """combined queries: textimg search "a dog" --plus photo.jpg --minus "grass" searches with
 the weighted sum of the terms' unit vectors, normalised again. A term is an image when it ends in
-an image extension (.jpg .jpeg .png .gif .bmp .webp .tif .tiff, any case; it must be a readable
-file), else it is text. WEIGHT:TERM weights a term (2:'a dog', 0.5:photo.jpg; default 1)."""
+an image extension (.jpg .jpeg .png .gif .bmp .webp .tif .tiff .avif .heic .heif, camera RAW;
+any case; it must be a readable file), else it is text. WEIGHT:TERM weights a term (2:'a dog', 0.5:photo.jpg; default 1)."""
 DUPLICATES_HELP = """Groups of near-duplicate images: images whose stored vectors have a cosine of at
 least --threshold, and the images those link to. Biggest groups first, each as
   group N: M images
@@ -391,6 +392,12 @@ def add_index_commands(sub, common) -> None:
                    help="rows per write to Milvus (default 256; fewer loses less work if the run is killed)")
     p.add_argument("--keep-missing", action="store_true",
                    help="keep the rows of files that are no longer in FOLDER (default: remove them)")
+    p.add_argument("--include-hidden", action="store_true",
+                   help="also index hidden files and folders (.thumbnails, .git...) and system folders (@eaDir, "
+                        "#recycle, $RECYCLE.BIN, System Volume Information, node_modules), left out by default")
+    p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                   help="leave out the paths (relative to FOLDER, with /) matching GLOB, e.g. 'private/*' or "
+                        "'*.gif'; repeatable")
 
 
 def add_search_commands(sub, common) -> None:

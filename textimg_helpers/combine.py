@@ -3,7 +3,7 @@
 Each term is encoded to a unit vector (texts by CLIP's text encoder, images by its image encoder);
 the query vector is their weighted sum, normalised again, so a search with it is a cosine search.
 
-A term is an IMAGE when it ends in an image extension (``.jpg .jpeg .png .gif .bmp .webp .tif .tiff``,
+A term is an IMAGE when it ends in an image extension (``data.IMAGE_EXTENSIONS``: ``.jpg .png .heic``...,
 any case): it must then be a readable file. Anything else is text. ``WEIGHT:TERM`` (``2:a dog``,
 ``0.5:photo.jpg``) weights a term; the weight is a positive number, 1 when left out.
 """

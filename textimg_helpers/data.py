@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fnmatch
 import http.client
+import io
 import os
 import re
 import shutil
@@ -17,12 +19,27 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, features
+
+try:  # iPhone photos (.heic): a base dependency, but a missing one is a reason per file, not a crash
+    from pillow_heif import register_heif_opener
+except ImportError:
+    HEIF_SUPPORT = False
+else:
+    register_heif_opener()
+    HEIF_SUPPORT = True
 
 from .config import TextimgError
 from .shapes import generate_shapes
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
+HEIF_EXTENSIONS = {".heic", ".heif"}  # iPhone photos: pillow-heif (a base dependency)
+RAW_EXTENSIONS = {".dng", ".cr2", ".cr3", ".nef", ".arw", ".rw2", ".orf", ".raf"}  # camera RAW: rawpy (the raw extra)
+IMAGE_EXTENSIONS = ({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".avif"}
+                    | HEIF_EXTENSIONS | RAW_EXTENSIONS)
+PAIRED_WITH = (".jpg", ".jpeg", ".heic", ".heif")  # a RAW file beside one of these of the same name is that photo
+# Folders never walked unless --include-hidden: names starting with "." (.thumbnails, .git, .Trash-1000)
+# and these (Synology's thumbnails, NAS and Windows recycle bins, Windows' system folder, JavaScript packages).
+SYSTEM_FOLDERS = {"@eaDir", "#recycle", "$RECYCLE.BIN", "System Volume Information", "node_modules"}
 MAX_PIXELS = 90_000_000  # larger images are refused as possible decompression bombs...
 MAX_JPEG_PIXELS = 178_956_970  # ...except JPEGs (a 108 Mpx phone photo), decoded at 1/8 scale; Pillow's own limit
 DATASET_URL = "https://github.com/towhee-io/examples/releases/download/data/reverse_image_search.zip"
@@ -35,10 +52,13 @@ def folder_root(folder: str | os.PathLike) -> Path:
     return Path(folder).expanduser().resolve()
 
 
-def list_image_paths(folder: str | os.PathLike) -> list[Path]:
+def list_image_paths(folder: str | os.PathLike, include_hidden: bool = False,
+                     exclude: tuple[str, ...] = ()) -> list[Path]:
     """Every image file under ``folder``, sorted, under its real path: nested folders, linked folders
     outside it followed once, linked folders inside it listed under their own path only, folders named
-    ``x.jpg`` left out."""
+    ``x.jpg`` left out. Unless ``include_hidden``, files and folders whose name starts with ``.`` and
+    ``SYSTEM_FOLDERS`` are left out; so are the paths (relative to ``folder``, with ``/``) that match
+    one of the ``exclude`` globs (a folder that matches, with all it holds)."""
     root = folder_root(folder)
     if not root.is_dir():
         raise TextimgError(f"folder not found: {folder}" if not root.exists() else f"not a folder: {folder}")
@@ -49,10 +69,35 @@ def list_image_paths(folder: str | os.PathLike) -> list[Path]:
             dirnames.clear()
             continue
         seen_dirs.add(real)
-        dirnames[:] = sorted(d for d in dirnames if not _links_inside(os.path.join(dirpath, d), inside))
+        dirnames[:] = sorted(d for d in dirnames if not _links_inside(os.path.join(dirpath, d), inside)
+                             and _kept(root, Path(dirpath) / d, include_hidden, exclude, folder=True))
         paths += [Path(dirpath) / f for f in filenames
-                  if Path(f).suffix.lower() in IMAGE_EXTENSIONS and _is_file(os.path.join(dirpath, f))]
+                  if Path(f).suffix.lower() in IMAGE_EXTENSIONS and _is_file(os.path.join(dirpath, f))
+                  and _kept(root, Path(dirpath) / f, include_hidden, exclude)]
     return sorted(paths)
+
+
+def _kept(root: Path, path: Path, include_hidden: bool, exclude: tuple[str, ...], folder: bool = False) -> bool:
+    """False for a hidden or system name (unless ``include_hidden``) or a path an ``exclude`` glob matches."""
+    name = path.name
+    if not include_hidden and (name.startswith(".") or (folder and name in SYSTEM_FOLDERS)):
+        return False
+    relative = path.relative_to(root).as_posix()
+    return not any(fnmatch.fnmatchcase(relative, glob) or fnmatch.fnmatchcase(relative + "/", glob)
+                   for glob in exclude)
+
+
+def raw_pair(path: Path) -> Path | None:
+    """The JPEG or HEIC beside a RAW file with the same name (``IMG_1.CR2`` and ``IMG_1.JPG``), if any:
+    the camera wrote both for one photo, which is then indexed once, from that file."""
+    if path.suffix.lower() not in RAW_EXTENSIONS:
+        return None
+    siblings = {p.suffix.lower(): p for p in path.parent.glob(glob_escape(path.stem) + ".*")}
+    return next((siblings[ext] for ext in PAIRED_WITH if ext in siblings), None)
+
+
+def glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", text)
 
 
 def _links_inside(path: str, inside: str) -> bool:
@@ -144,6 +189,13 @@ def check_regular_file(path: str | os.PathLike) -> None:
 
 def _decode(path: str | os.PathLike, max_side: int | None, header_only: bool = False) -> Image.Image | None:
     """Decode the first frame with the pixel limit, JPEG draft scaling, EXIF rotation, RGB."""
+    suffix = Path(path).suffix.lower()
+    if suffix in RAW_EXTENSIONS:
+        return _decode_raw(path, max_side, header_only)
+    if suffix in HEIF_EXTENSIONS and not HEIF_SUPPORT:
+        raise UnreadableImage("HEIC/HEIF photos need pillow-heif, which is not installed: pip install pillow-heif")
+    if suffix == ".avif" and not features.check("avif"):
+        raise UnreadableImage("AVIF needs a Pillow built with AVIF (Pillow >= 11.2): pip install -U pillow")
     with Image.open(path) as img:
         limit = MAX_JPEG_PIXELS if img.format == "JPEG" else MAX_PIXELS
         if img.width * img.height > limit:
@@ -157,6 +209,39 @@ def _decode(path: str | os.PathLike, max_side: int | None, header_only: bool = F
         img.load()
         img = ImageOps.exif_transpose(img)
         return to_rgb(crop_centre(img) if max_side else img)
+
+
+def _decode_raw(path: str | os.PathLike, max_side: int | None, header_only: bool = False) -> Image.Image | None:
+    """A camera RAW file: its embedded preview when it has one (fast), else the sensor data demosaiced
+    at half size (CLIP sees 224 pixels anyway), with the camera's white balance."""
+    try:
+        import rawpy
+    except ImportError:
+        raise UnreadableImage('RAW photos need rawpy, which is not installed: pip install "textimg-helpers[raw]"') from None
+    try:
+        with rawpy.imread(str(path)) as raw:
+            if raw.sizes.raw_width * raw.sizes.raw_height > MAX_JPEG_PIXELS:
+                raise UnreadableImage(f"refused as a possible decompression bomb: {raw.sizes.raw_width}x"
+                                      f"{raw.sizes.raw_height} sensor")
+            if header_only:
+                return None
+            try:
+                thumb = raw.extract_thumb()
+            except (rawpy.LibRawNoThumbnailError, rawpy.LibRawUnsupportedThumbnailError):
+                thumb = None
+            if thumb is not None and thumb.format == rawpy.ThumbFormat.JPEG:
+                img = Image.open(io.BytesIO(thumb.data))
+                if max_side:
+                    img.draft("RGB", (max_side, max_side))
+                img.load()
+                img = ImageOps.exif_transpose(img)
+            elif thumb is not None:
+                img = Image.fromarray(thumb.data)
+            else:
+                img = Image.fromarray(raw.postprocess(use_camera_wb=True, half_size=True, output_bps=8))
+    except rawpy.LibRawError as exc:
+        raise UnreadableImage(f"damaged or unsupported RAW file ({type(exc).__name__})") from None
+    return to_rgb(crop_centre(img) if max_side else img)
 
 
 def _not_an_image(path: str | os.PathLike) -> str:

@@ -23,7 +23,8 @@ import numpy as np
 from pymilvus import MilvusException
 
 from .config import TextimgError
-from .data import IMAGE_EXTENSIONS, check_image, folder_root, label_for, list_image_paths, load_image, pixels
+from .data import (IMAGE_EXTENSIONS, check_image, folder_root, label_for, list_image_paths, load_image, pixels,
+                   raw_pair)
 from .milvus import check_writable
 from .service import WriteFailed
 from .store import (check_collection, count_rows, create_collection, fetch_file_stats, folder_filter, path_id,
@@ -100,10 +101,12 @@ def timed(stage_seconds: dict, stage: str):
 def index_folder(client, collection_name: str, folder: str | os.PathLike, encoder: Encoder | None = None, *,
                  load_encoder: Callable[[], Encoder] | None = None, model: str | None = None,
                  remove_missing: bool = True, batch_size: int = 32, num_workers: int | None = None,
-                 write_every: int = 256, progress: bool = True, verbose: bool = True) -> IngestReport:
+                 write_every: int = 256, progress: bool = True, verbose: bool = True,
+                 include_hidden: bool = False, exclude: tuple[str, ...] = ()) -> IngestReport:
     """Index the images under ``folder`` into ``collection_name``, incrementally: files already indexed
     with the same size and mtime are left alone, changed ones replaced, and with ``remove_missing``
-    the rows of files no longer there removed.
+    the rows of files no longer there removed. Hidden and system folders are left out unless
+    ``include_hidden``, and so are the paths matching an ``exclude`` glob (see ``list_image_paths``).
 
     Give the ``encoder``, or ``load_encoder`` (a function that returns one) with ``model`` (the name
     the collection must have been built with): it is then called only when some new or changed file
@@ -113,7 +116,8 @@ def index_folder(client, collection_name: str, folder: str | os.PathLike, encode
     if encoder is not None:
         model = model or encoder.name
     check_writable(client)  # a read-only or full Lite file says so now, not after the model is loaded
-    plan = plan_ingestion(client, collection_name, folder, model=model, remove_missing=remove_missing)
+    plan = plan_ingestion(client, collection_name, folder, model=model, remove_missing=remove_missing,
+                          include_hidden=include_hidden, exclude=exclude)
     if encoder is None:
         screen_files(plan)
         encoder = load_encoder() if plan.todo else None
@@ -121,12 +125,14 @@ def index_folder(client, collection_name: str, folder: str | os.PathLike, encode
                   write_every=write_every, progress=progress, verbose=verbose)
 
 
-def plan_ingestion(client, collection_name: str, folder: str | os.PathLike,
-                   model: str | None = None, remove_missing: bool = True) -> IngestPlan:
+def plan_ingestion(client, collection_name: str, folder: str | os.PathLike, model: str | None = None,
+                   remove_missing: bool = True, include_hidden: bool = False,
+                   exclude: tuple[str, ...] = ()) -> IngestPlan:
     """List the images under ``folder`` and keep those not indexed with the same size and mtime; with
-    ``remove_missing``, also find the rows of files under ``folder`` that are not there any more."""
+    ``remove_missing``, also find the rows of files under ``folder`` that are not there any more (or
+    no longer listed: hidden, excluded, a RAW file whose JPEG came beside it)."""
     root = folder_root(folder)
-    files, skipped = stat_files(root)
+    files, skipped = stat_files(root, include_hidden, exclude)
     if not files and not skipped:
         raise TextimgError(f"no images in {folder} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))}, "
                            "in any letter case, in sub-folders too)")
@@ -142,11 +148,16 @@ def plan_ingestion(client, collection_name: str, folder: str | os.PathLike,
     return IngestPlan(root, todo, len(files) - len(todo), skipped, gone, {f.id for f in todo} & set(known))
 
 
-def stat_files(root: Path) -> tuple[list[FileInfo], list[tuple[str, str]]]:
+def stat_files(root: Path, include_hidden: bool = False,
+               exclude: tuple[str, ...] = ()) -> tuple[list[FileInfo], list[tuple[str, str]]]:
     """Every image file under ``root`` with its size and mtime, and ``(path, reason)`` for those that
-    cannot even be looked at (a broken link, a name Milvus cannot store)."""
+    cannot even be looked at (a broken link, a name Milvus cannot store) or are the RAW half of a
+    RAW + JPEG pair."""
     files, skipped = [], []
-    for path in list_image_paths(root):
+    for path in list_image_paths(root, include_hidden, exclude):
+        if (pair := raw_pair(path)) is not None:
+            skipped.append((str(path), f"RAW file beside {pair.name}: one photo, indexed from {pair.name}"))
+            continue
         try:
             str(path).encode("utf-8")
             st = path.stat()
