@@ -80,6 +80,13 @@ def cli_seconds(args: list[str], repeat: int = 3) -> tuple[float, subprocess.Com
     return statistics.median(times), done
 
 
+def read_metadata(paths) -> None:
+    from textimg_helpers.store import file_metadata
+
+    for path in paths:
+        file_metadata({"filepath": str(path), "mtime": path.stat().st_mtime_ns})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", default=str(DEFAULT_IMAGES), help="folder of images (default: %(default)s)")
@@ -160,6 +167,11 @@ def main() -> None:
               f"{'bf16' if kept_bf16 else 'fp32'}" + (f" after timing {trials} on the first batch)" if trials else ")"))
         print(f"    project / ceiling = {figures['project'] / figures['ceiling']:.2f} (target >= 0.85; "
               f"median of {len(rounds)} rounds: {', '.join(f'{x:.2f}' for x in ratios)})")
+        metadata_s = timed(read_metadata, paths)[1]  # what row_for adds per file: the header's EXIF
+        per_image = first_s / max(1, report.indexed)
+        print(f"    reading photo metadata (EXIF date, camera, GPS, size, digest) alone: "
+              f"{1000 * metadata_s / len(paths):.2f} ms/image = {100 * metadata_s / len(paths) / per_image:.1f}% "
+              f"of (c)'s {1000 * per_image:.0f} ms/image (target <= 5%)")
         if tutorial_rounds:
             per_round = [project / tutorial for (_, project, *_), tutorial in zip(rounds, tutorial_rounds)]
             print(f"    tutorial loop in each round (20 images): {', '.join(f'{t:.1f}' for t in tutorial_rounds)} "

@@ -40,8 +40,9 @@ def main() -> None:
             print(f"{model.name}: not timed: {exc}")
             continue
         speed["models"][model.name] = figures
+        query = f"{figures['query_ms']:6.1f} ms" if "query_ms" in figures else "     - (no tokenizer here)"
         print(f"{model.name:<34} dim {figures['dim']:>4}  {figures['images_per_s']:7.2f} images/s  "
-              f"query {figures['query_ms']:6.1f} ms  ({time.perf_counter() - start:.0f} s with building it)")
+              f"query {query}  ({time.perf_counter() - start:.0f} s with building it)")
     ratio = speed["models"].get("ViT-B/32", {}).get("images_per_s")
     if ratio:
         for name, figures in speed["models"].items():

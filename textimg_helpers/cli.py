@@ -50,7 +50,7 @@ def cmd_index(job: Session, args) -> int:
                           model=job.model_name, batch_size=args.batch_size, write_every=args.write_every,
                           num_workers=args.workers, progress=not args.quiet, verbose=not args.quiet,
                           remove_missing=not args.keep_missing, include_hidden=args.include_hidden,
-                          exclude=tuple(args.exclude))
+                          exclude=tuple(args.exclude), upgrade=args.upgrade)
     print(report)
     return 0
 
@@ -64,12 +64,29 @@ def cmd_search(job: Session, args) -> int:
     args.grid = grid_path(args.grid)
     client = job.connect(read_only=True)
     open_collection(client, job.collection_name, job.query_model_name)
+    args.where = photo_where(client, job.collection_name, args)
     templates = ENSEMBLE_TEMPLATES if args.ensemble else None
     text_encoder = job.load_text_encoder() if job.text_model != "clip" else None
     encoder = job.load_encoder() if text_encoder is None or any(t.is_image for t in terms) else text_encoder
     hits = search_by_terms(client, job.collection_name, encoder, terms, args.k, args.where, templates,
                            text_encoder=text_encoder)
     return print_hits(hits, args, title=describe_terms(terms) if len(terms) > 1 else args.query)
+
+
+def photo_where(client, collection_name: str, args) -> str:
+    """``--where`` and the photo options (``--after --before --camera --near``) as one Milvus filter,
+    shown with ``--debug``; the options need a collection that stores the photos' metadata."""
+    from .filters import combine, parse_near, photo_filter
+    from .store import has_metadata, metadata_missing_message
+
+    args.near = parse_near(args.near) if getattr(args, "near", None) else None
+    photo = photo_filter(args.after, args.before, args.camera, args.near)
+    if photo and not has_metadata(client, collection_name):
+        raise TextimgError(metadata_missing_message(collection_name))
+    where = combine(args.where, photo)
+    if args.debug and where:
+        say(f"textimg: filter: {where}")
+    return where
 
 
 def cmd_similar(job: Session, args) -> int:
@@ -79,12 +96,21 @@ def cmd_similar(job: Session, args) -> int:
     args.grid = grid_path(args.grid)
     client = job.connect(read_only=True)
     open_collection(client, job.collection_name, job.model_name)
+    args.where = photo_where(client, job.collection_name, args)
     hits = search_by_image(client, job.collection_name, job.load_encoder(), args.image, args.k, args.where)
     return print_hits(hits, args)
 
 
 def print_hits(hits, args, title: str | None = None) -> int:
-    """``score  path`` per line, or a JSON list with ``--json``; a grid PNG with ``--grid``."""
+    """``score  path`` per line, or a JSON list with ``--json``; a grid PNG with ``--grid``. With
+    ``--min-score``, only the hits scoring at least that, and one line when none does."""
+    from .filters import by_date, within_km
+
+    hits = found = within_km(hits, getattr(args, "near", None))
+    if args.min_score is not None:
+        hits = [hit for hit in hits if hit.score >= args.min_score]
+    if getattr(args, "sort", "score") == "date":
+        hits = by_date(hits)
     if args.json:
         print(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=1))
     else:
@@ -92,8 +118,10 @@ def print_hits(hits, args, title: str | None = None) -> int:
             print(f"{hit.score:.3f}  {printable(hit.filepath)}")
     if args.grid:
         save_grid(hits, args.grid, title=title or getattr(args, "image", None))
-    if not hits:
-        say("no results" + (f" (filter: {args.where})" if args.where else ""))
+    if not hits and found:
+        say(f"no results with a score of at least {args.min_score:g} (the best scored {found[0].score:.3f})")
+    elif not hits:
+        say("no results" + (f" (filter: {args.where[:200]})" if args.where else ""))
     return 0
 
 
@@ -216,6 +244,7 @@ def cmd_duplicates(job: Session, args) -> int:
 
     client = job.connect(read_only=True)
     open_collection(client, job.collection_name)  # reads stored vectors: no model is loaded
+    args.where = photo_where(client, job.collection_name, args)  # --near: the box of the place
     groups, n_rows = find_duplicates(client, job.collection_name, args.threshold, args.where)
     if args.json:
         print(json.dumps([{"size": len(g), "images": [h.to_dict() for h in g]} for g in groups],
@@ -395,9 +424,20 @@ def add_index_commands(sub, common) -> None:
     p.add_argument("--include-hidden", action="store_true",
                    help="also index hidden files and folders (.thumbnails, .git...) and system folders (@eaDir, "
                         "#recycle, $RECYCLE.BIN, System Volume Information, node_modules), left out by default")
+    p.add_argument("--upgrade", action="store_true",
+                   help="give a collection made by an older version the date, camera and place fields "
+                        "(its vectors are kept: nothing is encoded again)")
     p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
                    help="leave out the paths (relative to FOLDER, with /) matching GLOB, e.g. 'private/*' or "
                         "'*.gif'; repeatable")
+
+
+def add_photo_filters(p) -> None:
+    """``--after --before --camera --near``: what the photos say about themselves, as Milvus filters."""
+    p.add_argument("--after", metavar="YYYY-MM-DD", help="only photos taken on or after this day")
+    p.add_argument("--before", metavar="YYYY-MM-DD", help="only photos taken on or before this day")
+    p.add_argument("--camera", metavar="TEXT", help="only photos whose camera make or model holds TEXT (any case)")
+    p.add_argument("--near", metavar="LAT,LON[,KM]", help="only photos taken within KM (default 1) of this place")
 
 
 def add_search_commands(sub, common) -> None:
@@ -410,6 +450,11 @@ def add_search_commands(sub, common) -> None:
         p.add_argument("--json", action="store_true", help="print only a JSON list of hits")
         p.add_argument("--grid", help="also write a PNG grid of the results here")
         p.add_argument("--where", default="", help='Milvus filter, e.g. \'label == "red_circle"\'')
+        p.add_argument("--min-score", type=float, metavar="S",
+                       help="only the hits with a cosine of at least S (of the top k; none: says so)")
+        add_photo_filters(p)
+        p.add_argument("--sort", choices=["score", "date"], default="score",
+                       help="order of the hits: best first (default) or newest first")
     search = sub.choices["search"]
     search.add_argument("--ensemble", action="store_true", help="average several prompt templates")
     search.add_argument("--text-model", help=TEXT_MODEL_HELP)
@@ -427,6 +472,7 @@ def add_collection_commands(sub, common) -> None:
                    help="cosine at or above which two images are near-duplicates (default 0.95)")
     p.add_argument("--json", action="store_true", help="print only a JSON list of groups")
     p.add_argument("--where", default="", help="Milvus filter: look only at these rows")
+    add_photo_filters(p)
     p = sub.add_parser("eval", parents=[common], help="index a labelled folder, then measure recall@k and mAP@10")
     p.add_argument("folder", help="labels from sub-folder names or <wnid>_<label>.JPEG file names")
     p.add_argument("--template", help="query template, default 'a photo of a {}'")
@@ -517,6 +563,8 @@ def check_numbers(args) -> None:
                              "(http://localhost:19530), or leave --uri out for the default")
     if not 2 <= getattr(args, "cull_idle", 2) < float("inf"):
         build_parser().error(f"--cull-idle is at least 2 seconds, not {args.cull_idle}")
+    if getattr(args, "min_score", None) is not None and not -1 <= args.min_score <= 1:
+        build_parser().error(f"--min-score is a cosine between -1 and 1, not {args.min_score}")
     if not 0 < getattr(args, "threshold", 1) <= 1:
         build_parser().error(f"--threshold is a cosine above 0 and at most 1, not {args.threshold}")
 

@@ -27,8 +27,8 @@ from .data import (IMAGE_EXTENSIONS, check_image, folder_root, label_for, list_i
                    raw_pair)
 from .milvus import check_writable
 from .service import WriteFailed
-from .store import (check_collection, count_rows, create_collection, fetch_file_stats, folder_filter, path_id,
-                    rows_under, upsert_rows)
+from .store import (check_collection, count_rows, create_collection, fetch_file_stats, file_metadata, folder_filter,
+                    has_metadata, metadata_missing_message, path_id, rows_under, upgrade_collection, upsert_rows)
 
 if TYPE_CHECKING:  # torch, and so ``encoders``, is imported only where there is something to encode
     from .encoders import Encoder
@@ -102,11 +102,12 @@ def index_folder(client, collection_name: str, folder: str | os.PathLike, encode
                  load_encoder: Callable[[], Encoder] | None = None, model: str | None = None,
                  remove_missing: bool = True, batch_size: int = 32, num_workers: int | None = None,
                  write_every: int = 256, progress: bool = True, verbose: bool = True,
-                 include_hidden: bool = False, exclude: tuple[str, ...] = ()) -> IngestReport:
+                 include_hidden: bool = False, exclude: tuple[str, ...] = (), upgrade: bool = False) -> IngestReport:
     """Index the images under ``folder`` into ``collection_name``, incrementally: files already indexed
     with the same size and mtime are left alone, changed ones replaced, and with ``remove_missing``
     the rows of files no longer there removed. Hidden and system folders are left out unless
     ``include_hidden``, and so are the paths matching an ``exclude`` glob (see ``list_image_paths``).
+    ``upgrade``: a collection made before photo metadata was stored gets it first, its vectors kept.
 
     Give the ``encoder``, or ``load_encoder`` (a function that returns one) with ``model`` (the name
     the collection must have been built with): it is then called only when some new or changed file
@@ -116,6 +117,12 @@ def index_folder(client, collection_name: str, folder: str | os.PathLike, encode
     if encoder is not None:
         model = model or encoder.name
     check_writable(client)  # a read-only or full Lite file says so now, not after the model is loaded
+    if upgrade and client.has_collection(collection_name) and not has_metadata(client, collection_name):
+        if model is not None:
+            check_collection(client, collection_name, model)
+        rows = upgrade_collection(client, collection_name)
+        if verbose:
+            print(f"upgraded {collection_name!r}: {rows} rows now store date taken, camera and place", file=sys.stderr)
     plan = plan_ingestion(client, collection_name, folder, model=model, remove_missing=remove_missing,
                           include_hidden=include_hidden, exclude=exclude)
     if encoder is None:
@@ -140,6 +147,8 @@ def plan_ingestion(client, collection_name: str, folder: str | os.PathLike, mode
     if client.has_collection(collection_name):
         if model is not None:
             check_collection(client, collection_name, model)
+        if not has_metadata(client, collection_name):
+            raise TextimgError(metadata_missing_message(collection_name))
         client.load_collection(collection_name)
         known = fetch_file_stats(client, collection_name, [f.id for f in files])
         if remove_missing:
@@ -250,9 +259,11 @@ def run(batches: Iterator, encoder: Encoder, writer: Writer, files: list[FileInf
 
 
 def row_for(info: FileInfo, emb: np.ndarray) -> dict:
-    """The collection's row for one file and its vector."""
-    return {"id": info.id, "filepath": info.filepath, "label": info.label[:512],
-            "size": info.size, "mtime": info.mtime, "vector": emb.tolist()}
+    """The collection's row for one file and its vector, with what the photo says about itself (its
+    header only is read: date taken, camera, place, size, see ``data.photo_metadata``)."""
+    row = {"id": info.id, "filepath": info.filepath, "label": info.label[:512],
+           "size": info.size, "mtime": info.mtime, "vector": emb.tolist()}
+    return {**row, **file_metadata(row)}
 
 
 # The writer -------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import os
@@ -17,7 +18,7 @@ with warnings.catch_warnings():  # milvus-lite 2.5 imports pkg_resources
     from pymilvus import DataType, MilvusClient, MilvusException
 
 from .config import TextimgError
-from .data import folder_root
+from .data import folder_root, photo_metadata, wall_clock
 from .hits import Hit
 from .milvus import connect, is_lite, pymilvus_errors_unlogged  # noqa: F401 (connect, is_lite: re-exported)
 
@@ -58,7 +59,8 @@ def check_filter(filter: str) -> str:
     return filter
 
 
-FIELDS = ("id", "filepath", "label", "size", "mtime")  # the scalar fields a filter can test
+FIELDS = ("id", "filepath", "label", "size", "mtime", "taken", "camera_key", "lat", "lon", "width", "height")
+META_FIELDS = ("taken", "taken_from", "camera", "lat", "lon", "width", "height")  # in hits, when the row has them
 
 
 def filter_refused(action: str, filter: str, exc: MilvusException) -> TextimgError:
@@ -86,7 +88,10 @@ def create_collection(client: MilvusClient, collection_name: str, dim: int, mode
     if client.has_collection(collection_name):
         check_collection(client, collection_name, model, dim)
         return
-    schema = MilvusClient.create_schema(auto_id=False, description=json.dumps({"model": model, "dim": dim}))
+    # dynamic fields: a row may hold more keys than these fields, such as what a photo says about itself
+    # (data.photo_metadata: taken, camera, lat, lon...), which filters such as --after and --camera test
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=True,
+                                        description=json.dumps({"model": model, "dim": dim}))
     schema.add_field("id", DataType.INT64, is_primary=True)
     schema.add_field("filepath", DataType.VARCHAR, max_length=MAX_PATH)
     schema.add_field("label", DataType.VARCHAR, max_length=512)
@@ -123,6 +128,64 @@ def check_collection(client: MilvusClient, collection_name: str, model: str, dim
             f"collection {collection_name!r} was built with model {info['model']} (dim {info['dim']}), "
             f"not {model}" + (f" (dim {dim})" if dim else "") + ": use another collection name "
             "(--collection) or rebuild it (textimg drop, then index again)")
+
+
+def has_metadata(client: MilvusClient, collection_name: str) -> bool:
+    """True when the collection can store photo metadata (``taken``, ``camera``...: dynamic fields)."""
+    return bool(client.describe_collection(collection_name).get("enable_dynamic_field"))
+
+
+def metadata_missing_message(collection_name: str) -> str:
+    return (f"collection {collection_name!r} was made before photos' dates, cameras and places were stored: "
+            "run the same textimg index with --upgrade once (it keeps the vectors and reads the metadata from "
+            "the files: nothing is encoded again)")
+
+
+def upgrade_collection(client: MilvusClient, collection_name: str, progress: bool = True) -> int:
+    """Give an old collection the metadata fields, keeping its vectors: its rows are copied to a
+    temporary collection, the collection made again with the new schema, and the rows written back
+    with the metadata read from their files (a file no longer there keeps its stored mtime as
+    ``taken``). Returns the rows copied."""
+    info = collection_info(client, collection_name)
+    temporary = f"{collection_name}_upgrading"
+    if not client.has_collection(temporary):  # a previous upgrade interrupted after the copy keeps it
+        rows = read_all(client, collection_name)
+        create_collection(client, temporary, info["dim"], info["model"])
+        for start in range(0, len(rows), 1000):
+            part = [{**row, **file_metadata(row)} for row in rows[start:start + 1000]]
+            client.insert(temporary, part)
+        client.drop_collection(collection_name)
+    rows = read_all(client, temporary)
+    create_collection(client, collection_name, info["dim"], info["model"])
+    for start in range(0, len(rows), 1000):
+        client.insert(collection_name, rows[start:start + 1000])
+    client.drop_collection(temporary)
+    return len(rows)
+
+
+def file_metadata(row: dict) -> dict:
+    """The metadata keys of a row, from its file (or its stored mtime when the file is gone), with
+    ``camera_key``, the camera in lower case, which ``--camera`` matches."""
+    try:
+        meta = photo_metadata(row["filepath"], row.get("mtime"))
+    except OSError:
+        meta = {"taken": wall_clock(datetime.datetime.fromtimestamp(row.get("mtime", 0) / 1e9)),
+                "taken_from": "mtime", "camera": "", "width": 0, "height": 0, "digest": ""}
+    return {**meta, "camera_key": meta["camera"].lower()}
+
+
+def read_all(client: MilvusClient, collection_name: str) -> list[dict]:
+    """Every row of the collection, every field (vectors included), read in pages of 1,000."""
+    client.load_collection(collection_name)
+    rows = []
+    with pymilvus_errors_unlogged():
+        pages = client.query_iterator(collection_name, batch_size=1000, filter="", output_fields=["*"])
+        try:
+            while page := pages.next():
+                rows += [dict(row) for row in page]
+        finally:
+            pages.close()
+    return rows
 
 
 def open_collection(client: MilvusClient, collection_name: str, model: str | None = None) -> dict:
@@ -192,8 +255,9 @@ def search_by_vector(client: MilvusClient, collection_name: str, vectors: np.nda
     vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
     try:
         with pymilvus_errors_unlogged():
+            meta = has_metadata(client, collection_name)
             res = client.search(collection_name, data=vectors.tolist(), limit=min(top_k, MAX_TOP_K),
-                                filter=filter or "", output_fields=["filepath", "label"],
+                                filter=filter or "", output_fields=["filepath", "label", *(META_FIELDS if meta else ())],
                                 search_params=SEARCH_PARAMS, consistency_level="Strong")
     except MilvusException as exc:
         if "should create connection first" in exc.message:  # the notebook's last cell closed it
@@ -205,8 +269,14 @@ def search_by_vector(client: MilvusClient, collection_name: str, vectors: np.nda
                 f"but the query vector has dim {vectors.shape[1]}: use the collection of your model "
                 "(--collection) or rebuild it (textimg drop, then index again)") from None
         raise filter_refused("the search", filter, exc) from None
-    return [[Hit(h["entity"]["filepath"], h["entity"]["label"], float(h["distance"]), int(h["id"]))
-             for h in hits] for hits in res]
+    return [[hit_of(h) for h in hits] for hits in res]
+
+
+def hit_of(found: dict) -> Hit:
+    """A ``Hit`` from one of Milvus' search results (with the photo's metadata when stored)."""
+    entity = found["entity"]
+    return Hit(entity["filepath"], entity["label"], float(found["distance"]), int(found["id"]),
+               {key: entity[key] for key in META_FIELDS if key in entity})
 
 
 def drop_collection(client: MilvusClient, collection_name: str) -> None:
