@@ -200,10 +200,32 @@ def test_duplicates_show_the_planted_copy_as_one_row(app, photos):
     app.duplicates_button.click()
     assert text_of(app.duplicates_status) == "groups=1 images=2 rows=121 threshold=0.999"
     (row,) = app.groups.children
-    title, cards = row.children
-    assert text_of(title) == "group 1: 2 images"
+    title, cards, actions = row.children
+    assert text_of(title) == "group 1: 2 images, identical"
     paths = sorted(re.search(r'title="([^"]+)"', card.children[1].value)[1] for card in cards.children)
     assert paths == [str(folder / "red_circle_0001.png"), str(folder / "red_circle_copy.png")]
+    move, done = actions.children
+    move.click()
+    assert text_of(done) == "type a folder for the extras in the Move to box first"
+
+
+def test_a_group_is_resolved_from_the_page_and_undone_from_the_terminal(open_app, photos, tmp_path, cli):
+    folder = tmp_path / "photos"
+    shutil.copytree(photos, folder)
+    uri = str(tmp_path / "milvus.db")
+    index_photos(folder, uri)
+    app = open_app(uri)
+    app.threshold.value = 0.999
+    app.duplicates_button.click()
+    app.extras_folder.value = str(tmp_path / "extras")
+    move, done = app.groups.children[0].children[2].children
+    move.click()
+    listing = tmp_path / "extras" / "textimg-moved.csv"
+    assert text_of(done) == f"moved 1 to {tmp_path / 'extras'} (undo: textimg duplicates --undo {listing})"
+    assert move.disabled and len(list(folder.iterdir())) == 120
+    assert text_of(app.info).startswith("app: 121 images")  # moved, still in the collection
+    undone = cli("duplicates", "--uri", uri, "--collection", COLLECTION, "--undo", listing)
+    assert undone.code == 0 and undone.out.startswith("restored=1 ") and len(list(folder.iterdir())) == 121
 
 
 # --- the real command, in Chromium --------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import shutil
@@ -51,7 +52,8 @@ def test_copies_form_one_group_biggest_first_and_distinct_shapes_none(cli, plant
     run = cli("duplicates", "--uri", uri)
     assert run.code == 0, run.err
     lines = snapshot(run.out, images).splitlines()
-    assert lines[0] == "group 1: 4 images" and lines[5] == "group 2: 2 images"
+    assert lines[0] in ("group 1: 4 images, near-identical", "group 1: 4 images, similar")
+    assert lines[5] == "group 2: 2 images, identical"  # a byte copy
     assert sorted(lines[1:5]) == ["S  <DIR>/planted/photo.jpg", "S  <DIR>/planted/photo_copy.jpg",
                                   "S  <DIR>/planted/photo_q70.jpg", "S  <DIR>/planted/photo_small.png"]
     assert sorted(lines[6:8]) == ["S  <DIR>/distinct/red_circle_0000.png", "S  <DIR>/planted/red_circle_copy.png"]
@@ -77,7 +79,8 @@ def test_json_lists_groups_of_hits_and_no_model_is_loaded(cli, planted, tmp_path
     assert [g["size"] for g in groups] == [4, 2] and [len(g["images"]) for g in groups] == [4, 2]
     assert {Path(h["filepath"]).name for h in groups[1]["images"]} == {"red_circle_0000.png", "red_circle_copy.png"}
     assert [h["score"] for h in groups[1]["images"]] == pytest.approx([1.0, 1.0], abs=1e-4)
-    assert set(groups[0]["images"][0]) == {"filepath", "label", "score", "id"}
+    assert set(groups[0]["images"][0]) >= {"filepath", "label", "score", "id", "taken", "width", "height"}
+    assert groups[1]["tier"] == "identical" and groups[0]["tier"] in ("near-identical", "similar")
 
 
 def test_a_high_threshold_keeps_only_the_byte_copies(cli, planted):
@@ -126,7 +129,52 @@ def test_where_narrows_the_rows_and_a_bad_filter_is_one_line(cli, planted):
     uri, images = planted
     run = cli("duplicates", "--uri", uri, "--where", f'filepath like "{images}/planted/%"')
     assert run.code == 0, run.err
-    assert run.out.splitlines()[0] == "group 1: 4 images"
+    assert run.out.splitlines()[0].startswith("group 1: 4 images, ")
     assert run.out.splitlines()[-1] == "groups=1 images=4 rows=5 threshold=0.95"  # the red circle's twin is out
     assert_error(cli("duplicates", "--uri", uri, "--where", 'label = = "x'),
                  "Milvus refused to read the rows with filter 'label = = \"x'")
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` by relative path, with its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_tiers_then_moving_the_extras_and_undoing_leave_the_tree_as_it_was(cli, tmp_path):
+    folder = tmp_path / "photos"
+    generate_shapes(folder / "a", per_class=1, size=128)
+    star = Image.open(folder / "a" / "green_star_0000.png").convert("RGB")
+    (folder / "a" / "green_star_0000.png").unlink()
+    (folder / "b").mkdir()
+    star.save(folder / "a" / "star.jpg", quality=95)
+    shutil.copy(folder / "a" / "star.jpg", folder / "b" / "star_copy.jpg")  # identical bytes
+    star.resize((256, 256), Image.Resampling.LANCZOS).save(folder / "b" / "star_big.png")  # more pixels
+    before = tree(folder)
+    db = tmp_path / "m.db"
+    assert cli("index", folder, "--uri", db, "-q").code == 0
+    listed = cli("duplicates", "--uri", db, "--json", "--threshold", "0.97")
+    groups = json.loads(listed.out)
+    assert len(groups) == 1 and groups[0]["size"] == 3 and groups[0]["tier"] in ("near-identical", "similar")
+    pair = cli("duplicates", "--uri", db, "--where", 'filepath like "%.jpg"', "--threshold", "0.97")
+    assert pair.out.splitlines()[0] == "group 1: 2 images, identical", pair.out
+    moved_to = tmp_path / "extras"
+    run = cli("duplicates", "--uri", db, "--threshold", "0.97", "--move-extras-to", moved_to)
+    assert run.code == 0, run.err
+    assert run.last_err == (f"moved=2 kept=1 list={moved_to / 'textimg-moved.csv'} (undo: textimg duplicates --undo "
+                            f"{moved_to / 'textimg-moved.csv'})")
+    assert (folder / "b" / "star_big.png").exists()  # the most pixels is kept
+    assert sorted(tree(moved_to)) == ["a/star.jpg", "b/star_copy.jpg", "textimg-moved.csv"]
+    with open(moved_to / "textimg-moved.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [Path(r["old_path"]).name for r in rows] == ["star.jpg", "star_copy.jpg"] or \
+        [Path(r["old_path"]).name for r in rows] == ["star_copy.jpg", "star.jpg"]
+    hits = json.loads(cli("similar", folder / "b" / "star_big.png", "--uri", db, "--json", "-k", "3").out)
+    assert {hit["filepath"] for hit in hits} >= {str(moved_to / "a" / "star.jpg"), str(moved_to / "b" / "star_copy.jpg")}
+    assert cli("stats", "--uri", db).out.startswith(f"rows={len(before)} ")  # moved, not lost or doubled
+    undone = cli("duplicates", "--uri", db, "--undo", moved_to / "textimg-moved.csv")
+    assert undone.code == 0 and undone.out.strip() == f"restored=2 list={moved_to / 'textimg-moved.csv'}"
+    assert tree(folder) == before  # byte for byte
+    hits = json.loads(cli("similar", folder / "b" / "star_big.png", "--uri", db, "--json", "-k", "3").out)
+    assert {hit["filepath"] for hit in hits} >= {str(folder / "a" / "star.jpg"), str(folder / "b" / "star_copy.jpg")}
+    again = cli("duplicates", "--uri", db, "--undo", moved_to / "textimg-moved.csv")
+    assert again.out.strip().startswith("restored=0 ") and "restored already?" in again.err

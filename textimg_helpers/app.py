@@ -17,7 +17,7 @@ from pathlib import Path
 import ipywidgets as widgets
 
 from .config import error_text, model_for_name
-from .duplicates import DEFAULT_THRESHOLD, find_duplicates
+from .duplicates import DEFAULT_THRESHOLD, find_duplicates, move_extras, tier
 from .hits import Hit
 from .store import check_collection, collection_info, count_rows
 from .widgets import SearchPanel, close_widgets, status_html
@@ -68,6 +68,8 @@ class ExploreApp:
         self.duplicates_button = widgets.Button(description="Find near-duplicates", icon="clone",
                                                 layout=widgets.Layout(width="200px"))
         self.duplicates_status = widgets.HTML()
+        self.extras_folder = widgets.Text(placeholder="a folder for the extras, e.g. ~/duplicates",
+                                          description="Move to", layout=widgets.Layout(width="420px"))
         self.groups = widgets.VBox()
         self.index_button.on_click(lambda _button: self.index())
         self.duplicates_button.on_click(lambda _button: self.show_duplicates())
@@ -82,7 +84,7 @@ class ExploreApp:
             heading("Add images"), widgets.HBox([self.folder, self.index_button]), self.index_progress,
             self.index_status,
             heading("Near-duplicates"), widgets.HBox([self.threshold, self.duplicates_button]),
-            self.duplicates_status, self.groups])
+            self.extras_folder, self.duplicates_status, self.groups])
 
     def show_info(self) -> None:
         """The top line: the collection, its row count and model, where Milvus is (or in red what is wrong)."""
@@ -169,11 +171,33 @@ class ExploreApp:
         self.duplicates_status.value = status_html(text)
 
     def group_row(self, number: int, group: list[Hit]) -> widgets.VBox:
-        """``group N: M images`` over a row of the group's cards (score: cosine to the first image)."""
+        """``group N: M images, <tier>`` over a row of the group's cards (score: cosine to the first
+        image), and a button that keeps one image and moves the others to the "Move to" folder."""
         cards = [self.panel.result_card(hit) for hit in group[:MAX_GROUP_IMAGES_SHOWN]]
         more = f" (the first {len(cards)} shown)" if len(cards) < len(group) else ""
-        title = widgets.HTML(f"<b>group {number}: {len(group)} images</b>{more}")
-        return widgets.VBox([title, widgets.HBox(cards, layout=widgets.Layout(overflow_x="auto", grid_gap="8px"))])
+        title = widgets.HTML(f"<b>group {number}: {len(group)} images, {tier(group)}</b>{more}")
+        move = widgets.Button(description="keep one, move the others", icon="archive",
+                              layout=widgets.Layout(width="240px"))
+        done = widgets.HTML()
+        move.on_click(lambda _button: self.move_group(group, move, done))
+        return widgets.VBox([title, widgets.HBox(cards, layout=widgets.Layout(overflow_x="auto", grid_gap="8px")),
+                             widgets.HBox([move, done])])
+
+    def move_group(self, group: list[Hit], button: widgets.Button, done: widgets.HTML) -> None:
+        """``textimg duplicates --move-extras-to`` for one group: nothing is deleted, the list undoes it."""
+        folder = self.extras_folder.value.strip()
+        if not folder:
+            done.value = status_html("type a folder for the extras in the Move to box first", error=True)
+            return
+        try:
+            moved, listing = move_extras(self.session.client, self.session.collection_name, [group], folder,
+                                         say=lambda *_: None)
+        except Exception as exc:
+            done.value = status_html(error_text(exc), error=True)
+            return
+        button.disabled = True
+        done.value = status_html(f"moved {moved} to {listing.parent} (undo: textimg duplicates --undo {listing})")
+        self.show_info()
 
 
 def report_html(report) -> str:

@@ -237,24 +237,35 @@ def print_language_table(client, collection, folder, langs, text_encoder, encode
 
 
 def cmd_duplicates(job: Session, args) -> int:
-    """Groups of near-duplicates, biggest first: a ``group N: M images`` line, then ``score  path`` per
-    image (the first is the one closest to all the others; score = cosine to it); a summary line last."""
-    from .duplicates import find_duplicates
+    """Groups of near-duplicates, biggest first: a ``group N: M images, <tier>`` line, then ``score  path``
+    per image (the first is the one closest to all the others; score = cosine to it); a summary line
+    last. ``--move-extras-to DIR`` then keeps one image per group and moves the others; ``--undo LIST``
+    puts them back."""
+    from .duplicates import find_duplicates, move_extras, tier, undo_moves
     from .store import open_collection
 
     client = job.connect(read_only=True)
     open_collection(client, job.collection_name)  # reads stored vectors: no model is loaded
+    if args.undo:
+        restored = undo_moves(client, job.collection_name, args.undo, say=say)
+        print(f"restored={restored} list={args.undo}")
+        return 0
     args.where = photo_where(client, job.collection_name, args)  # --near: the box of the place
     groups, n_rows = find_duplicates(client, job.collection_name, args.threshold, args.where)
+    tiers = [tier(group, args.near_identical) for group in groups]
     if args.json:
-        print(json.dumps([{"size": len(g), "images": [h.to_dict() for h in g]} for g in groups],
-                         ensure_ascii=False, indent=1))
-        return 0
-    for number, group in enumerate(groups, 1):
-        print(f"group {number}: {len(group)} images")
-        for hit in group:
-            print(f"{hit.score:.3f}  {printable(hit.filepath)}")
-    print(f"groups={len(groups)} images={sum(map(len, groups))} rows={n_rows} threshold={args.threshold:g}")
+        print(json.dumps([{"size": len(g), "tier": t, "images": [h.to_dict() for h in g]}
+                          for g, t in zip(groups, tiers)], ensure_ascii=False, indent=1))
+    else:
+        for number, (group, kind) in enumerate(zip(groups, tiers), 1):
+            print(f"group {number}: {len(group)} images, {kind}")
+            for hit in group:
+                print(f"{hit.score:.3f}  {printable(hit.filepath)}")
+        print(f"groups={len(groups)} images={sum(map(len, groups))} rows={n_rows} threshold={args.threshold:g}")
+    if args.move_extras_to:
+        moved, listing = move_extras(client, job.collection_name, groups, args.move_extras_to, args.near_identical,
+                                     say=say)
+        say(f"moved={moved} kept={len(groups)} list={listing} (undo: textimg duplicates --undo {listing})")
     return 0
 
 
@@ -473,6 +484,13 @@ def add_collection_commands(sub, common) -> None:
     p.add_argument("--json", action="store_true", help="print only a JSON list of groups")
     p.add_argument("--where", default="", help="Milvus filter: look only at these rows")
     add_photo_filters(p)
+    p.add_argument("--near-identical", type=float, default=0.98, metavar="C",
+                   help="a group whose images are all at a cosine of at least C to its first is near-identical "
+                        "(default 0.98); same bytes: identical; else similar")
+    p.add_argument("--move-extras-to", metavar="DIR",
+                   help="keep one image per group (most pixels, then earliest date, then shortest path) and move "
+                        "the others into DIR, listed in DIR/textimg-moved.csv; nothing is deleted")
+    p.add_argument("--undo", metavar="LIST", help="put back the files a --move-extras-to list names")
     p = sub.add_parser("eval", parents=[common], help="index a labelled folder, then measure recall@k and mAP@10")
     p.add_argument("folder", help="labels from sub-folder names or <wnid>_<label>.JPEG file names")
     p.add_argument("--template", help="query template, default 'a photo of a {}'")
