@@ -1,5 +1,7 @@
 """Encoders return L2-normalised float32 arrays, one row per image or text."""
 
+import importlib.util
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -82,7 +84,10 @@ def test_empty_query_is_refused_and_long_query_truncated_with_a_warning(vit_b_32
 
 def test_unknown_model_name_is_a_clear_error():
     with pytest.raises(TextimgError, match="neither a CLIP name"):
-        load_encoder("ViT-Q/99", device="cpu")
+        load_encoder("ViT-Q99", device="cpu")
+    if importlib.util.find_spec("open_clip"):  # ARCH/PRETRAINED: open_clip's names
+        with pytest.raises(TextimgError, match="open_clip has no architecture 'ViT-Q'"):
+            load_encoder("ViT-Q/99", device="cpu")
 
 
 @pytest.mark.parametrize("cuda, mps, chosen", [(True, True, "cuda"), (True, False, "cuda"), (False, True, "mps"),

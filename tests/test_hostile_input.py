@@ -162,5 +162,6 @@ def test_a_filter_that_tests_no_field_says_what_a_filter_tests(cli, indexed):
     run = cli("search", "a red circle", "--where", "1 == 1", "--uri", indexed.uri)
     assert run.code == 1
     assert run.last_err == ("textimg: error: Milvus refused the search with filter '1 == 1': it tests no field. "
-                            "A filter tests the fields id, filepath, label, size, mtime, e.g. "
+                            "A filter tests the fields id, filepath, label, size, mtime, taken, camera_key, lat, lon, width, "
+                            "height, e.g. "
                             'label == "red_circle" or size > 100000; leave it out to use every row')

@@ -159,3 +159,31 @@ def test_an_older_collection_is_still_searched_then_upgraded_keeping_its_vectors
     assert set(names(cli("search", "a red circle", "--uri", db, "--camera", "pixel", "--json")))== {"paris_2023.jpg",
                                                                                                    "paris_2024.jpg"}
     client.close()
+
+
+def test_the_panel_filters_by_date_and_camera_and_cuts_by_score(indexed):
+    import datetime
+
+    from textimg_helpers.config import SHAPES_CHECKPOINT
+    from textimg_helpers.encoders import load_encoder
+    from textimg_helpers.milvus import connect
+    from textimg_helpers.widgets import SearchPanel
+
+    client = connect(str(indexed))
+    try:
+        panel = SearchPanel(client, "textimg_shapes_clip", load_encoder(str(SHAPES_CHECKPOINT), device="cpu"), top_k=10)
+        panel.query.value = "a red circle"
+        panel.camera.value = "Pixel"
+        panel.submit.click()
+        assert {hit.filepath.rsplit("/", 1)[1] for hit in panel.hits} == {"paris_2023.jpg", "paris_2024.jpg"}
+        panel.after.value = datetime.date(2024, 1, 1)
+        panel.submit.click()
+        assert [hit.filepath.rsplit("/", 1)[1] for hit in panel.hits] == ["paris_2024.jpg"]
+        panel.camera.value, panel.after.value, panel.min_score.value = "", None, 1.0
+        panel.submit.click()
+        assert panel.hits == [] and "no results with a score of at least 1" in panel.status.value
+        panel.camera.value = "50%"
+        panel.submit.click()
+        assert "--camera takes a part of a camera" in panel.status.value  # one red line, the hits kept
+    finally:
+        client.close()

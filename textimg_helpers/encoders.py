@@ -212,8 +212,6 @@ def load_open_clip(model: str, device: str, random_weights: bool = False, tokeni
     """An open_clip ``ARCH/PRETRAINED`` model with its own preprocessing and tokenizer (weights from the
     Hugging Face cache, downloaded on first use); with ``random_weights``, the architecture only; without
     ``tokenizer``, an encoder of images only (SigLIP's tokenizer is a download of its own)."""
-    from .models import check_known, import_open_clip
-
     open_clip = import_open_clip()
     check_known(model)
     arch, tag = model.split("/")
@@ -241,6 +239,27 @@ def load_open_clip(model: str, device: str, random_weights: bool = False, tokeni
                    image_size=int(size[0] if isinstance(size, (tuple, list)) else size),
                    mean=tuple(255 * v for v in cfg.get("mean", (0.48145466, 0.4578275, 0.40821073))),
                    std=tuple(255 * v for v in cfg.get("std", (0.26862954, 0.26130258, 0.27577711))))
+
+
+def check_known(model: str) -> None:
+    """Refuse an ``ARCH/PRETRAINED`` pair open_clip does not have, with the ones it has for ``ARCH``."""
+    open_clip = import_open_clip()
+    arch, tag = model.split("/")
+    if arch not in open_clip.list_models():
+        raise TextimgError(f"open_clip has no architecture {arch!r} (model {model!r}); see textimg models, "
+                           "or open_clip.list_models()")
+    tags = open_clip.list_pretrained_tags_by_model(arch)
+    if tag not in tags:
+        raise TextimgError(f"open_clip has no weights {tag!r} for {arch}: it has {', '.join(tags) or 'none'}")
+
+
+def import_open_clip():
+    """``open_clip``, or one line naming the extra that installs it."""
+    try:
+        import open_clip
+    except ImportError:
+        raise TextimgError('ARCH/PRETRAINED models need open_clip: pip install "textimg-helpers[models]"') from None
+    return open_clip
 
 
 @contextmanager

@@ -125,24 +125,3 @@ def models_table(speed: dict | None = None) -> str:
         lines.append("speed: not measured yet; textimg models --measure times them on this machine.")
     lines.append("any other open_clip pair works too: --model ARCH/PRETRAINED (open_clip.list_pretrained()).")
     return "\n".join(lines)
-
-
-def check_known(model: str) -> None:
-    """Refuse an ``ARCH/PRETRAINED`` pair open_clip does not have, with the ones it has for ``ARCH``."""
-    open_clip = import_open_clip()
-    arch, tag = model.split("/")
-    if arch not in open_clip.list_models():
-        raise TextimgError(f"open_clip has no architecture {arch!r} (model {model!r}); see textimg models, "
-                           "or open_clip.list_models()")
-    tags = open_clip.list_pretrained_tags_by_model(arch)
-    if tag not in tags:
-        raise TextimgError(f"open_clip has no weights {tag!r} for {arch}: it has {', '.join(tags) or 'none'}")
-
-
-def import_open_clip():
-    """``open_clip``, or one line naming the extra that installs it."""
-    try:
-        import open_clip
-    except ImportError:
-        raise TextimgError('ARCH/PRETRAINED models need open_clip: pip install "textimg-helpers[models]"') from None
-    return open_clip

@@ -23,9 +23,11 @@ except ImportError:  # pragma: no cover
     Event = None
 
 from .combine import describe_terms, parse_expression, search_by_terms
+from .config import TextimgError
+from .filters import photo_filter
 from .hits import Hit
 from .search import search_by_image
-from .store import check_collection
+from .store import check_collection, has_metadata, metadata_missing_message
 from .viz import thumbnail
 
 THUMB_SIZE = 120
@@ -50,6 +52,12 @@ class SearchPanel:
                                   layout=widgets.Layout(width="420px"))
         self.k = widgets.IntSlider(value=top_k, min=1, max=max_k, description="k")
         self.submit = widgets.Button(description="Search", button_style="primary", icon="search")
+        # what the photos say about themselves, as filters (filters.photo_filter), and a score cutoff
+        self.after = widgets.DatePicker(description="taken from", layout=widgets.Layout(width="260px"))
+        self.before = widgets.DatePicker(description="to", layout=widgets.Layout(width="220px"))
+        self.camera = widgets.Text(placeholder="e.g. pixel", description="camera", layout=widgets.Layout(width="220px"))
+        self.min_score = widgets.BoundedFloatText(value=0.0, min=0.0, max=1.0, step=0.05, description="min score",
+                                                  layout=widgets.Layout(width="180px"))
         self.status = widgets.HTML()
         self.results = widgets.GridBox(layout=widgets.Layout(
             grid_template_columns=f"repeat(auto-fill, {thumb_size + 20}px)", grid_gap="8px"))
@@ -58,8 +66,18 @@ class SearchPanel:
     @property
     def widget(self) -> widgets.VBox:
         """The whole panel, to display in a notebook cell."""
-        return widgets.VBox([widgets.HBox([self.query, self.k, self.submit]), self.status, self.results,
-                             widgets.HTML("<style>.textimg-thumb { cursor: pointer; }</style>")])
+        return widgets.VBox([widgets.HBox([self.query, self.k, self.submit]),
+                             widgets.HBox([self.after, self.before, self.camera, self.min_score]), self.status,
+                             self.results, widgets.HTML("<style>.textimg-thumb { cursor: pointer; }</style>")])
+
+    def photo_filter(self) -> str:
+        """The Milvus filter of the date and camera boxes ("" when they are empty)."""
+        after, before = (d.isoformat() if d else None for d in (self.after.value, self.before.value))
+        camera = self.camera.value.strip() or None
+        where = photo_filter(after, before, camera)
+        if where and not has_metadata(self.client, self.collection_name):
+            raise TextimgError(metadata_missing_message(self.collection_name))
+        return where
 
     @property
     def more_buttons(self) -> list[widgets.Button]:
@@ -75,13 +93,14 @@ class SearchPanel:
             self.show_status(str(exc) or type(exc).__name__, error=True)
             return
         self._run(lambda: search_by_terms(self.client, self.collection_name, self.encoder, terms,
-                                          top_k=self.k.value, text_encoder=self.text_encoder),
+                                          top_k=self.k.value, filter=self.photo_filter(),
+                                          text_encoder=self.text_encoder),
                   f"for {describe_terms(terms)}")
 
     def more_like(self, hit: Hit) -> None:
         """Search for the images closest to the image of ``hit`` ("more like this")."""
         self._run(lambda: search_by_image(self.client, self.collection_name, self.encoder, hit.filepath,
-                                          top_k=self.k.value),
+                                          top_k=self.k.value, filter=self.photo_filter()),
                   f"like {Path(hit.filepath).name}")
 
     def _run(self, find: Callable[[], list[Hit]], title: str) -> None:
@@ -89,10 +108,16 @@ class SearchPanel:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                hits = find()
+                found = find()
             except Exception as exc:  # a panel shows errors; it never raises into the notebook
                 self.show_status(str(exc) or type(exc).__name__, error=True)
                 return
+        hits = [hit for hit in found if hit.score >= self.min_score.value] if self.min_score.value else found
+        if found and not hits:
+            self.show_status(f"no results with a score of at least {self.min_score.value:g} (the best scored "
+                             f"{found[0].score:.3f})", error=False)
+            self.show_hits([])
+            return
         self.show_hits(hits)
         notes = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
         self.show_status("; ".join([f"top {len(hits)} {title}"] + notes), error=False)
