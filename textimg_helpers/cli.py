@@ -76,14 +76,11 @@ def cmd_search(job: Session, args) -> int:
 def photo_where(client, collection_name: str, args) -> str:
     """``--where`` and the photo options (``--after --before --camera --near``) as one Milvus filter,
     shown with ``--debug``; the options need a collection that stores the photos' metadata."""
-    from .filters import combine, parse_near, photo_filter
-    from .store import has_metadata, metadata_missing_message
+    from .filters import collection_filter, combine, parse_near
 
     args.near = parse_near(args.near) if getattr(args, "near", None) else None
-    photo = photo_filter(args.after, args.before, args.camera, args.near)
-    if photo and not has_metadata(client, collection_name):
-        raise TextimgError(metadata_missing_message(collection_name))
-    where = combine(args.where, photo)
+    where = combine(args.where, collection_filter(client, collection_name, args.after, args.before, args.camera,
+                                                  args.near))
     if args.debug and where:
         say(f"textimg: filter: {where}")
     return where

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import fnmatch
+import glob
 import hashlib
 import http.client
 import io
@@ -95,12 +96,8 @@ def raw_pair(path: Path) -> Path | None:
     the camera wrote both for one photo, which is then indexed once, from that file."""
     if path.suffix.lower() not in RAW_EXTENSIONS:
         return None
-    siblings = {p.suffix.lower(): p for p in path.parent.glob(glob_escape(path.stem) + ".*")}
+    siblings = {p.suffix.lower(): p for p in path.parent.glob(glob.escape(path.stem) + ".*")}
     return next((siblings[ext] for ext in PAIRED_WITH if ext in siblings), None)
-
-
-def glob_escape(text: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", text)
 
 
 def _links_inside(path: str, inside: str) -> bool:

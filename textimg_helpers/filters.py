@@ -68,6 +68,18 @@ def photo_filter(after: str | None = None, before: str | None = None, camera: st
     return " and ".join(parts)
 
 
+def collection_filter(client, collection_name: str, after: str | None = None, before: str | None = None,
+                      camera: str | None = None, near: Near | None = None) -> str:
+    """``photo_filter`` for a collection: one ``TextimgError`` when it was made before photos'
+    metadata was stored (it would match nothing)."""
+    from .store import has_metadata, metadata_missing_message
+
+    where = photo_filter(after, before, camera, near)
+    if where and not has_metadata(client, collection_name):
+        raise TextimgError(metadata_missing_message(collection_name))
+    return where
+
+
 def combine(where: str, photo: str) -> str:
     """``--where`` and the photo filter, both applying."""
     if where and photo:

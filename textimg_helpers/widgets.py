@@ -23,11 +23,10 @@ except ImportError:  # pragma: no cover
     Event = None
 
 from .combine import describe_terms, parse_expression, search_by_terms
-from .config import TextimgError
-from .filters import photo_filter
+from .filters import collection_filter
 from .hits import Hit
 from .search import search_by_image
-from .store import check_collection, has_metadata, metadata_missing_message
+from .store import check_collection
 from .viz import thumbnail
 
 THUMB_SIZE = 120
@@ -73,11 +72,7 @@ class SearchPanel:
     def photo_filter(self) -> str:
         """The Milvus filter of the date and camera boxes ("" when they are empty)."""
         after, before = (d.isoformat() if d else None for d in (self.after.value, self.before.value))
-        camera = self.camera.value.strip() or None
-        where = photo_filter(after, before, camera)
-        if where and not has_metadata(self.client, self.collection_name):
-            raise TextimgError(metadata_missing_message(self.collection_name))
-        return where
+        return collection_filter(self.client, self.collection_name, after, before, self.camera.value.strip() or None)
 
     @property
     def more_buttons(self) -> list[widgets.Button]:
