@@ -9,9 +9,11 @@ temporary Milvus Lite file with the project's schema (through the file's shared 
 ``textimg`` command and notebook reaches it), then for each size:
 
 (a) read_vectors: the stored vectors read back with query_iterator, pages of 256 and 1,000 rows;
-(b) group_rows: blockwise numpy cosine of every pair + union-find, for several block sizes;
-(c) find_duplicates: (a) + (b) as the CLI runs them, the headline rows/s; the planted pairs found
-    are checked against the truth (every planted pair, nothing else);
+(b) group_rows: the pairs through pivots (the default) against the cosine of every pair, blockwise
+    (what ``textimg duplicates`` did before pivots; ``--block-sizes``), + union-find, with the ratio;
+(c) find_duplicates: (a) + (b) as the CLI runs them, the headline rows/s, with pivots and with every
+    pair compared, and the ratio; the planted pairs found are checked against the truth (every
+    planted pair, nothing else) and the two ways' groups against each other;
 (d) the CLI, ``python -m textimg_helpers duplicates`` in a fresh process (imports, connecting to the
     running service, reading, grouping, printing);
 (e) the alternative: Milvus range search (radius = threshold, range_filter = 1) with every row as a
@@ -117,14 +119,23 @@ def bench_size(n: int, args) -> None:
             (rows, embs), s = timed(read_vectors, client, "vectors", "", batch_size)
             assert embs.shape == (n, DIM)
             print(f"(a) read_vectors (query_iterator, pages of {batch_size:>4}): {s:6.1f} s  {n / s:9,.0f} rows/s")
+        pivoted, s_pivots = timed(group_rows, embs, THRESHOLD)
+        print(f"(b) group_rows, pivots (the default): {s_pivots:6.1f} s  {n / s_pivots:9,.0f} rows/s  "
+              f"({len(pivoted):,} groups)")
         for block_size in args.block_sizes:
-            groups, s = timed(group_rows, embs, THRESHOLD, block_size)
-            print(f"(b) group_rows, block {block_size:>5}: {s:6.1f} s  {n / s:9,.0f} rows/s  "
-                  f"({len(groups):,} groups; largest block product {block_size * n * 4 / 1e6:,.0f} MB)")
+            groups, s = timed(group_rows, embs, THRESHOLD, block_size, False)
+            print(f"(b) group_rows, every pair, block {block_size:>5}: {s:6.1f} s  {n / s:9,.0f} rows/s  "
+                  f"({len(groups):,} groups, {'the same' if groups == pivoted else 'NOT THE SAME'}; "
+                  f"largest block product {block_size * n * 4 / 1e6:,.0f} MB); every pair / pivots: "
+                  f"**{s / s_pivots:.1f}x**")
         (groups, n_rows), s = timed(find_duplicates, client, "vectors", THRESHOLD)
         pairs = found_pairs(groups)
         print(f"(c) find_duplicates (a + b, project defaults): {s:6.1f} s  **{n / s:,.0f} rows/s**; "
               f"planted pairs found {len(pairs & truth):,}/{len(truth):,}, other pairs {len(pairs - truth):,}")
+        (every, _), s_every = timed(find_duplicates, client, "vectors", THRESHOLD, "", False)
+        print(f"(c) find_duplicates, every pair compared: {s_every:6.1f} s  {n / s_every:,.0f} rows/s "
+              f"({'the same groups' if every == groups else 'NOT THE SAME GROUPS'}); every pair / pivots: "
+              f"**{s_every / s:.1f}x**")
         s, done, found = range_search(client, "vectors", data, args.range_seconds)
         client.close()
         stop_services_under(tmp)
@@ -137,7 +148,8 @@ def bench_size(n: int, args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
-    parser.add_argument("--block-sizes", type=int, nargs="+", default=[256, 512, 2048])
+    parser.add_argument("--block-sizes", type=int, nargs="+", default=[512],
+                        help="blocks of the every-pair pass (512: its default)")
     parser.add_argument("--read-batches", type=int, nargs="+", default=[256, 1000])
     parser.add_argument("--range-seconds", type=float, default=120, help="time budget of (e) per size")
     args = parser.parse_args()

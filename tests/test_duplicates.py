@@ -14,6 +14,7 @@ from PIL import Image
 
 from conftest import run_cli
 from test_errors import assert_error
+from textimg_helpers import duplicates
 from textimg_helpers.duplicates import group_rows
 from textimg_helpers.shapes import generate_shapes
 
@@ -105,6 +106,52 @@ def test_groups_are_the_same_whatever_the_block_size():
     for block_size in (1, 2, 3, 100):
         assert group_rows(embs, 0.98, block_size) == [[0, 1, 2, 3], [5, 6]], block_size
     assert group_rows(embs, 0.9999, 2) == []
+
+
+def clustered(n: int, clusters: int, dim: int = 64, seed: int = 0) -> tuple[np.ndarray, set]:
+    """Unit vectors around ``clusters`` centres (cosine about 0.7 within one), 2% of them near-copies
+    (cosine about 0.99) of another row, a few copies in chains; and the planted pairs."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, dim))
+    x = centres[rng.integers(0, clusters, n)] / np.sqrt(dim) + rng.standard_normal((n, dim)) * 0.65 / np.sqrt(dim)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    rows = rng.choice(n, size=n // 25 * 2, replace=False)
+    for original, copy in zip(rows[::2], rows[1::2]):
+        x[copy] = x[original] + rng.standard_normal(dim) * 0.1 / np.sqrt(dim)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x.astype(np.float32), {tuple(sorted(p)) for p in zip(rows[::2].tolist(), rows[1::2].tolist())}
+
+
+def pairs_of(found) -> set:
+    return {pair for i, j in found for pair in zip(i.tolist(), j.tolist())}
+
+
+@pytest.mark.parametrize("threshold", [0.95, 0.9, 0.85])
+def test_pivots_find_the_same_pairs_as_every_pair_compared(threshold):
+    """On clustered vectors the pivots rule most pairs out; they must still find every pair that
+    comparing all pairs finds, and no other."""
+    embs, planted = clustered(6000, 40)
+    plan = duplicates.pivot_plan(embs, threshold)
+    assert plan is not None, "pivots were not used on clustered vectors"
+    compared = sum(len(m) * len(c) for m, c in zip(*plan))
+    assert compared < 0.5 * len(embs) ** 2 / 2
+    every = pairs_of(duplicates.all_pairs(embs, threshold))
+    assert pairs_of(duplicates.pivot_pairs(embs, threshold, plan)) == every
+    assert pairs_of(duplicates.linked_pairs(embs, threshold)) == every
+    assert planted <= every
+    assert group_rows(embs, threshold) == group_rows(embs, threshold, pivots=False)
+
+
+def test_pivots_step_aside_where_they_cannot_help():
+    """Vectors spread evenly, or not of unit length (the angle bounds need cosines): every pair is compared."""
+    rng = np.random.default_rng(1)
+    spread = rng.standard_normal((3000, 64)).astype(np.float32)
+    spread /= np.linalg.norm(spread, axis=1, keepdims=True)
+    assert duplicates.pivot_plan(spread, 0.95) is None
+    embs, _ = clustered(3000, 20)
+    assert duplicates.pivot_plan(embs, 0.5) is None  # a wide threshold: a pivot's reach takes in most rows
+    assert duplicates.pivot_plan(embs * 2, 0.95) is None
+    assert pairs_of(duplicates.linked_pairs(embs * 2, 3.8)) == pairs_of(duplicates.all_pairs(embs * 2, 3.8))
 
 
 def test_stored_vectors_are_read_page_by_page_and_stay_with_their_rows(planted, shapes_encoder):

@@ -2,8 +2,10 @@
 
 Two images are linked when the cosine of their stored vectors is at least ``threshold``; a group is
 every image reachable through such links (single linkage, union-find). The vectors are read from
-the collection and compared block by block with numpy: an exact all-pairs comparison
-(``benchmarks/README.md`` compares it with Milvus range search). Each group has a tier: identical
+the collection and compared with numpy, exactly: each row only with the rows that pivots (rows
+picked at random, each with the rows near it) leave as possible matches, or every pair when the
+vectors are too spread for pivots to rule pairs out (``benchmarks/README.md`` measures both, and
+Milvus range search). Each group has a tier: identical
 files (the same bytes), near-identical (every image at a cosine of at least ``NEAR_IDENTICAL`` to the
 first), or similar. ``move_extras`` resolves groups: one image kept per group, the others moved to a
 folder with a list that ``undo_moves`` reads to put them back; nothing is deleted.
@@ -31,6 +33,11 @@ NEAR_IDENTICAL = 0.98  # a group whose images all are at least this close to its
 MOVED_LIST = "textimg-moved.csv"
 KEEP_FIELDS = ("digest", "width", "height", "taken")  # what tiers and the choice of the image to keep read
 BLOCK_SIZE = 512  # rows compared at once: a (BLOCK_SIZE, n) float32 matrix, 200 MB at n = 100,000
+PIVOTS_FROM = 2_000  # rows from which linked_pairs tries pivots (below, every pair is compared at once)
+PIVOT_ROWS = 100  # one pivot per this many rows
+PIVOT_WORTH = 0.5  # pivots are used when they leave at most this share of the pairs to compare
+PIVOT_RADIUS = np.radians(50)  # the widest angle from a row to its pivot
+ANGLE_SLACK = 1e-3  # radians added to each pivot's bound, for float32 rounding of the cosines
 READ_BATCH = 256  # rows per page of query_iterator (see benchmarks/README.md for the page sizes tried)
 
 
@@ -57,9 +64,20 @@ def read_vectors(client, collection_name: str, filter: str = "",
 
 
 def linked_pairs(image_embs: np.ndarray, threshold: float = DEFAULT_THRESHOLD,
-                 block_size: int = BLOCK_SIZE):
-    """Yield ``(i, j)`` index arrays (i < j) of the pairs whose cosine is at least ``threshold``."""
+                 block_size: int = BLOCK_SIZE, pivots: bool = True):
+    """Yield ``(i, j)`` index arrays (i < j) of the pairs whose cosine is at least ``threshold``: through
+    pivots (``pivot_pairs``) when they leave out most pairs, else every pair (``all_pairs``; always
+    with ``pivots=False``). Both are exact: they yield the same pairs."""
     image_embs = np.ascontiguousarray(image_embs, dtype=np.float32)
+    plan = pivot_plan(image_embs, threshold) if pivots and len(image_embs) >= PIVOTS_FROM else None
+    if plan is None:
+        yield from all_pairs(image_embs, threshold, block_size)
+    else:
+        yield from pivot_pairs(image_embs, threshold, plan)
+
+
+def all_pairs(image_embs: np.ndarray, threshold: float, block_size: int = BLOCK_SIZE):
+    """Every pair's cosine, block by block: ``(i, j)`` index arrays (i < j) of those at least ``threshold``."""
     for start in range(0, len(image_embs), block_size):
         block = image_embs[start:start + block_size]
         sims = block @ image_embs[start:].T  # this block against itself and every later row
@@ -68,9 +86,102 @@ def linked_pairs(image_embs: np.ndarray, threshold: float = DEFAULT_THRESHOLD,
         yield i[later] + start, j[later] + start
 
 
+# Pivots: the same pairs as all_pairs, with most pairs never compared ----------------------------------
+#
+# Every row joins a pivot (a row picked at random) at most ``PIVOT_RADIUS`` away from it; rows farther
+# from every pivot get pivots of their own, picked among them, until none is left. A pivot's radius is
+# the widest angle from it to one of its rows. Two rows at a cosine of at least ``threshold`` are at most
+# ``theta = arccos(threshold)`` apart, so by the triangle inequality on the sphere a row ``a`` can be that
+# close to a row of pivot ``p`` only if ``angle(a, p) <= radius(p) + theta``: each pivot's rows are
+# compared only with the rows that pass that test. The test leaves out no pair, so the result is exact.
+# On clustered vectors (photos of kinds of things) it leaves out most pairs; on vectors spread evenly it
+# leaves out few, and then the plain pass runs instead.
+
+def pivot_plan(image_embs: np.ndarray, threshold: float, seed: int = 0):
+    """``(rows of each pivot, rows that pass each pivot's test)``, or ``None`` when the vectors are not of
+    unit length or the pivots would leave more than ``PIVOT_WORTH`` of the pairs to compare."""
+    norms = np.linalg.norm(image_embs, axis=1)
+    if not np.allclose(norms, 1.0, atol=1e-3):
+        return None  # the angle bounds hold for cosines; the pairs are tested by dot product
+    found = join_pivots(image_embs, np.random.default_rng(seed))
+    if found is None:
+        return None
+    pivots, nearest, angle = found
+    radius = np.zeros(len(pivots))
+    np.maximum.at(radius, nearest, angle)
+    reach = np.cos(np.minimum(np.pi, radius + np.arccos(np.clip(threshold, -1.0, 1.0)) + ANGLE_SLACK))
+    members = np.split(np.argsort(nearest, kind="stable"), np.cumsum(np.bincount(nearest, minlength=len(pivots)))[:-1])
+    budget = PIVOT_WORTH * len(image_embs) ** 2 / 2
+    passing = rows_passing(image_embs, image_embs[pivots], reach, np.array([len(m) for m in members]), budget)
+    return None if passing is None else (members, passing)
+
+
+def join_pivots(image_embs: np.ndarray, rng, most: float = 0.05):
+    """``(pivot rows, each row's pivot (index into them), its angle to it)``, every angle at most
+    ``PIVOT_RADIUS``. Rounds of new pivots, picked among the rows still left, until none is left; rows
+    left when ``most`` of the rows would do become pivots themselves. ``None`` when a round leaves 80% or
+    more of the rows it started with: the rows are too spread for pivots to help."""
+    n = len(image_embs)
+    pivots, nearest, angle = np.zeros(0, np.int64), np.zeros(n, np.int64), np.full(n, np.pi)
+    left = np.arange(n)
+    while len(left):
+        last = len(left) <= most * n - len(pivots)
+        count = min(len(left), max(-(-len(left) // PIVOT_ROWS), 64))
+        new = left if last else rng.choice(left, count, replace=False)
+        near, ang = nearest_pivot(image_embs[left], image_embs[new])
+        closer = ang < angle[left]
+        nearest[left[closer]], angle[left[closer]] = near[closer] + len(pivots), ang[closer]
+        pivots, before, left = np.concatenate([pivots, new]), len(left), left[angle[left] > PIVOT_RADIUS]
+        if len(left) >= 0.8 * before and not last:
+            return None
+    return pivots, nearest, angle
+
+
+def nearest_pivot(image_embs: np.ndarray, pivots: np.ndarray, chunk: int = 8192):
+    """Each row's nearest pivot and its angle to it (radians), computed ``chunk`` rows at a time."""
+    nearest, angle = np.empty(len(image_embs), np.int64), np.empty(len(image_embs))
+    for start in range(0, len(image_embs), chunk):
+        sims = image_embs[start:start + chunk] @ pivots.T
+        nearest[start:start + chunk] = sims.argmax(axis=1)
+        best = np.take_along_axis(sims, nearest[start:start + chunk, None], axis=1)[:, 0]
+        angle[start:start + chunk] = np.arccos(np.clip(best, -1.0, 1.0))
+    return nearest, angle
+
+
+def rows_passing(image_embs: np.ndarray, pivots: np.ndarray, reach: np.ndarray, sizes: np.ndarray,
+                 budget: float, chunk: int = 8192):
+    """For each pivot, the rows (ascending) whose cosine to it is at least its ``reach``; ``None`` as soon
+    as the pairs to compare (rows passing a pivot times its ``sizes``) pass ``budget``."""
+    found_rows, found_pivots, work = [], [], 0
+    for start in range(0, len(image_embs), chunk):
+        rows, pivot = np.nonzero(image_embs[start:start + chunk] @ pivots.T >= reach[None, :])
+        work += int(sizes[pivot].sum())
+        if work > budget:
+            return None
+        found_rows.append(rows + start)
+        found_pivots.append(pivot)
+    rows, pivot = np.concatenate(found_rows), np.concatenate(found_pivots)
+    order = np.argsort(pivot, kind="stable")  # rows stay ascending within each pivot
+    return np.split(rows[order], np.cumsum(np.bincount(pivot, minlength=len(pivots)))[:-1])
+
+
+def pivot_pairs(image_embs: np.ndarray, threshold: float, plan):
+    """Yield ``(i, j)`` index arrays (i < j) of the pairs at a cosine of at least ``threshold``, each
+    pivot's rows against the rows that pass its test: each pair once, from the pivot of its later row."""
+    for members, passing in zip(*plan):
+        if len(members) == 0:
+            continue
+        sims = image_embs[passing] @ image_embs[members].T
+        i, j = np.nonzero(sims >= threshold)
+        a, b = passing[i], members[j]
+        keep = a < b
+        yield a[keep], b[keep]
+
+
 def group_rows(image_embs: np.ndarray, threshold: float = DEFAULT_THRESHOLD,
-               block_size: int = BLOCK_SIZE) -> list[list[int]]:
-    """Row indices of each group of near-duplicates (2 or more rows), biggest groups first."""
+               block_size: int = BLOCK_SIZE, pivots: bool = True) -> list[list[int]]:
+    """Row indices of each group of near-duplicates (2 or more rows), biggest groups first
+    (``pivots``: as ``linked_pairs``)."""
     parent = np.arange(len(image_embs))
 
     def root(i: int) -> int:
@@ -79,7 +190,7 @@ def group_rows(image_embs: np.ndarray, threshold: float = DEFAULT_THRESHOLD,
             i = parent[i]
         return i
 
-    for i_s, j_s in linked_pairs(image_embs, threshold, block_size):
+    for i_s, j_s in linked_pairs(image_embs, threshold, block_size, pivots):
         for i, j in zip(i_s.tolist(), j_s.tolist()):
             a, b = root(i), root(j)
             if a != b:
@@ -101,12 +212,13 @@ def rank_group(rows: Sequence[dict], image_embs: np.ndarray, group: Sequence[int
 
 
 def find_duplicates(client, collection_name: str, threshold: float = DEFAULT_THRESHOLD,
-                    filter: str = "") -> tuple[list[list[Hit]], int]:
-    """Groups of near-duplicate images in a collection, biggest first, and the number of rows read."""
+                    filter: str = "", pivots: bool = True) -> tuple[list[list[Hit]], int]:
+    """Groups of near-duplicate images in a collection, biggest first, and the number of rows read
+    (``pivots``: as ``linked_pairs``)."""
     rows, image_embs = read_vectors(client, collection_name, filter)
     order = sorted(range(len(rows)), key=lambda i: rows[i]["filepath"])  # same groups whatever Milvus' order
     rows, image_embs = [rows[i] for i in order], image_embs[order] if order else image_embs
-    return [rank_group(rows, image_embs, g) for g in group_rows(image_embs, threshold)], len(rows)
+    return [rank_group(rows, image_embs, g) for g in group_rows(image_embs, threshold, pivots=pivots)], len(rows)
 
 
 # Tiers, and resolving groups ----------------------------------------------------------------------
