@@ -132,8 +132,7 @@ def test_the_runner_keeps_paths_aligned_with_vectors_across_bad_files(client, tm
         {"red.png": 0, "green.png": 1, "blue.png": 2}
 
 
-def test_index_folder_takes_an_encoder_or_a_way_to_load_one_not_both(client, tmp_path):
-    with pytest.raises(TypeError, match="exactly one of encoder and load_encoder"):
-        index_folder(client, "w", tmp_path)
-    with pytest.raises(TypeError, match="exactly one of encoder and load_encoder"):
-        index_folder(client, "w", tmp_path, StandInEncoder(), load_encoder=StandInEncoder)
+def test_index_folder_refuses_an_option_it_does_not_have(client, tmp_path):
+    """Options are ``IndexOptions`` fields, changed by keyword: a misspelt one is refused by name."""
+    with pytest.raises(TypeError, match="batchsize"):
+        index_folder(client, "w", tmp_path, StandInEncoder(), batchsize=8)

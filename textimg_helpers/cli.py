@@ -44,13 +44,14 @@ def open_job(args) -> Session:
 
 
 def cmd_index(job: Session, args) -> int:
-    from .ingest import index_folder
+    from .ingest import IndexOptions, LoadLater, index_folder
 
-    report = index_folder(job.connect(), job.collection_name, args.folder, load_encoder=job.load_encoder,
-                          model=job.model_name, batch_size=args.batch_size, write_every=args.write_every,
-                          num_workers=args.workers, progress=not args.quiet, verbose=not args.quiet,
-                          remove_missing=not args.keep_missing, include_hidden=args.include_hidden,
-                          exclude=tuple(args.exclude), upgrade=args.upgrade)
+    options = IndexOptions(batch_size=args.batch_size, num_workers=args.workers, write_every=args.write_every,
+                           remove_missing=not args.keep_missing, include_hidden=args.include_hidden,
+                           exclude=tuple(args.exclude), upgrade=args.upgrade,
+                           progress=not args.quiet, verbose=not args.quiet)
+    report = index_folder(job.connect(), job.collection_name, args.folder,
+                          LoadLater(job.model_name, job.load_encoder), options)
     print(report)
     return 0
 

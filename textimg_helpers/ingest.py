@@ -15,7 +15,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
@@ -98,38 +98,56 @@ def timed(stage_seconds: dict, stage: str):
 
 # The plan: which files to encode, which rows to remove -------------------------------------------
 
-def index_folder(client, collection_name: str, folder: str | os.PathLike, encoder: Encoder | None = None, *,
-                 load_encoder: Callable[[], Encoder] | None = None, model: str | None = None,
-                 remove_missing: bool = True, batch_size: int = 32, num_workers: int | None = None,
-                 write_every: int = 256, progress: bool = True, verbose: bool = True,
-                 include_hidden: bool = False, exclude: tuple[str, ...] = (), upgrade: bool = False) -> IngestReport:
-    """Index the images under ``folder`` into ``collection_name``, incrementally: files already indexed
-    with the same size and mtime are left alone, changed ones replaced, and with ``remove_missing``
-    the rows of files no longer there removed. Hidden and system folders are left out unless
-    ``include_hidden``, and so are the paths matching an ``exclude`` glob (see ``list_image_paths``).
-    ``upgrade``: a collection made before photo metadata was stored gets it first, its vectors kept.
+@dataclass(frozen=True)
+class IndexOptions:
+    """How ``index_folder`` reads, encodes and writes: the files it takes (hidden folders, ``exclude``
+    globs), whether rows of files gone are removed, batches, reader workers (``None``: as many as
+    helps, 0: read in this thread), rows per write, and what it prints."""
 
-    Give the ``encoder``, or ``load_encoder`` (a function that returns one) with ``model`` (the name
-    the collection must have been built with): it is then called only when some new or changed file
-    is not plainly unreadable, so an unchanged re-run loads no model."""
-    if (encoder is None) == (load_encoder is None):
-        raise TypeError("index_folder needs exactly one of encoder and load_encoder")
-    if encoder is not None:
-        model = model or encoder.name
+    batch_size: int = 32
+    num_workers: int | None = None
+    write_every: int = 256
+    remove_missing: bool = True
+    include_hidden: bool = False
+    exclude: tuple[str, ...] = ()
+    upgrade: bool = False  # a collection made before photo metadata was stored gets it first
+    progress: bool = True
+    verbose: bool = True
+
+
+@dataclass(frozen=True)
+class LoadLater:
+    """An encoder that ``index_folder`` loads only when some new or changed file needs encoding: the
+    model's name (checked against the collection first) and the function that loads it."""
+
+    name: str
+    load: Callable[[], Encoder]
+
+
+def index_folder(client, collection_name: str, folder: str | os.PathLike, encoder: Encoder | LoadLater,
+                 options: IndexOptions = IndexOptions(), **changes) -> IngestReport:
+    """Index the images under ``folder`` into ``collection_name``, incrementally: files already indexed
+    with the same size and mtime are left alone, changed ones replaced, and (``remove_missing``) the
+    rows of files no longer there removed. Hidden and system folders are left out unless
+    ``include_hidden``, and so are the paths matching an ``exclude`` glob (see ``list_image_paths``).
+
+    ``options`` (an ``IndexOptions``), with any of its fields changed by keyword:
+    ``index_folder(client, name, folder, encoder, batch_size=64, progress=False)``. With a ``LoadLater``
+    for ``encoder``, an unchanged re-run loads no model."""
+    options = replace(options, **changes)
+    model = encoder.name
     check_writable(client)  # a read-only or full Lite file says so now, not after the model is loaded
-    if upgrade and client.has_collection(collection_name) and not has_metadata(client, collection_name):
-        if model is not None:
-            check_collection(client, collection_name, model)
+    if options.upgrade and client.has_collection(collection_name) and not has_metadata(client, collection_name):
+        check_collection(client, collection_name, model)
         rows = upgrade_collection(client, collection_name)
-        if verbose:
+        if options.verbose:
             print(f"upgraded {collection_name!r}: {rows} rows now store date taken, camera and place", file=sys.stderr)
-    plan = plan_ingestion(client, collection_name, folder, model=model, remove_missing=remove_missing,
-                          include_hidden=include_hidden, exclude=exclude)
-    if encoder is None:
+    plan = plan_ingestion(client, collection_name, folder, model=model, remove_missing=options.remove_missing,
+                          include_hidden=options.include_hidden, exclude=options.exclude)
+    if isinstance(encoder, LoadLater):
         screen_files(plan)
-        encoder = load_encoder() if plan.todo else None
-    return ingest(client, collection_name, encoder, plan, batch_size=batch_size, num_workers=num_workers,
-                  write_every=write_every, progress=progress, verbose=verbose)
+        encoder = encoder.load() if plan.todo else None
+    return ingest(client, collection_name, encoder, plan, options)
 
 
 def plan_ingestion(client, collection_name: str, folder: str | os.PathLike, model: str | None = None,
@@ -210,21 +228,20 @@ def skip_reason(exc: Exception) -> str:
 
 # The runner: reader -> encoder -> writer ----------------------------------------------------------
 
-def ingest(client, collection_name: str, encoder: Encoder | None, plan: IngestPlan, *, batch_size: int = 32,
-           num_workers: int | None = None, write_every: int = 256, progress: bool = True,
-           verbose: bool = True) -> IngestReport:
+def ingest(client, collection_name: str, encoder: Encoder | None, plan: IngestPlan,
+           options: IndexOptions = IndexOptions()) -> IngestReport:
     """Carry out ``plan``: remove the rows it names, encode ``plan.todo`` in batches and write the rows."""
     start = time.perf_counter()
     report = IngestReport(unchanged=plan.unchanged, skipped=list(plan.skipped))
-    with Writer(client, collection_name, report, write_every, plan.changed) as writer:
+    with Writer(client, collection_name, report, options.write_every, plan.changed) as writer:
         writer.delete(plan.gone)
         for info, reason in plan.unreadable:
             writer.skip(info, reason)
         if plan.todo:
             writer.create_collection(encoder.dim, encoder.name)
-            batches = read_batches(plan.todo, encoder.resolution, batch_size, num_workers,
+            batches = read_batches(plan.todo, encoder.resolution, options.batch_size, options.num_workers,
                                    max_side=2 * encoder.resolution, overlap=encoder.device != "cpu")
-            run(batches, encoder, writer, plan.todo, progress, verbose)
+            run(batches, encoder, writer, plan.todo, options.progress, options.verbose)
     if report.indexed or report.removed:
         check_writable(client, after_writes=True)  # each write was checked; a full disk may not log it
     if client.has_collection(collection_name):
