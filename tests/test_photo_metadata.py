@@ -172,6 +172,7 @@ def test_the_panel_filters_by_date_and_camera_and_cuts_by_score(indexed):
     client = connect(str(indexed))
     try:
         panel = SearchPanel(client, "textimg_shapes_clip", load_encoder(str(SHAPES_CHECKPOINT), device="cpu"), top_k=10)
+        assert panel.camera.options == ("Canon EOS R6", "Google Pixel 7", "Google Pixel 8")  # to choose from
         panel.query.value = "a red circle"
         panel.camera.value = "Pixel"
         panel.submit.click()

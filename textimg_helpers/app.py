@@ -132,6 +132,7 @@ class ExploreApp:
         self.session, self.panel.collection_name, self.panel.encoder = session, collection, encoder
         if session.text_model == "clip":
             self.panel.text_encoder = encoder
+        self.panel.list_cameras()
         self.show_info()
 
     def index(self) -> None:
@@ -151,6 +152,7 @@ class ExploreApp:
             self.index_status.value = status_html(error_text(failure), error=True)
         else:
             self.index_status.value = report_html(report)
+            self.panel.list_cameras()
         self.show_info()
 
     def show_duplicates(self) -> None:

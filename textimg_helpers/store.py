@@ -230,6 +230,18 @@ def folder_filter(folder: str | Path) -> str:
     return f'filepath like "{prefix}%"'
 
 
+CAMERAS_FROM = 16_384  # rows read for the list of cameras (Milvus' largest query)
+
+
+def camera_names(client: MilvusClient, collection_name: str) -> list[str]:
+    """The cameras of the collection's photos, sorted (the panel's camera choice), read from at most
+    ``CAMERAS_FROM`` rows that name one; [] for a collection that stores no metadata."""
+    if not client.has_collection(collection_name) or not has_metadata(client, collection_name):
+        return []
+    rows = client.query(collection_name, filter='camera_key != ""', output_fields=["camera"], limit=CAMERAS_FROM)
+    return sorted({row["camera"] for row in rows if row.get("camera")}, key=str.lower)
+
+
 def rows_under(client: MilvusClient, collection_name: str, folder: str | Path,
                output_fields: Sequence[str] = ("filepath",)) -> dict[int, dict]:
     """``{id: row}`` of every row whose file lies under ``folder`` (read in pages of 1,000)."""

@@ -26,7 +26,7 @@ from .combine import describe_terms, parse_expression, search_by_terms
 from .filters import collection_filter
 from .hits import Hit
 from .search import search_by_image
-from .store import check_collection
+from .store import camera_names, check_collection
 from .viz import thumbnail
 
 THUMB_SIZE = 120
@@ -54,7 +54,8 @@ class SearchPanel:
         # what the photos say about themselves, as filters (filters.photo_filter), and a score cutoff
         self.after = widgets.DatePicker(description="taken from", layout=widgets.Layout(width="260px"))
         self.before = widgets.DatePicker(description="to", layout=widgets.Layout(width="220px"))
-        self.camera = widgets.Text(placeholder="e.g. pixel", description="camera", layout=widgets.Layout(width="220px"))
+        self.camera = widgets.Combobox(options=camera_names(client, collection_name), placeholder="e.g. pixel",
+                                       description="camera", ensure_option=False, layout=widgets.Layout(width="260px"))
         self.min_score = widgets.BoundedFloatText(value=0.0, min=0.0, max=1.0, step=0.05, description="min score",
                                                   layout=widgets.Layout(width="180px"))
         self.status = widgets.HTML()
@@ -68,6 +69,10 @@ class SearchPanel:
         return widgets.VBox([widgets.HBox([self.query, self.k, self.submit]),
                              widgets.HBox([self.after, self.before, self.camera, self.min_score]), self.status,
                              self.results, widgets.HTML("<style>.textimg-thumb { cursor: pointer; }</style>")])
+
+    def list_cameras(self) -> None:
+        """The camera box's choices: the cameras of the collection's photos (any text still works)."""
+        self.camera.options = camera_names(self.client, self.collection_name)
 
     def photo_filter(self) -> str:
         """The Milvus filter of the date and camera boxes ("" when they are empty)."""
