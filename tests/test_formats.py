@@ -84,6 +84,48 @@ def test_a_raw_file_is_indexed_and_a_raw_jpeg_pair_once(cli, tmp_path):
         in run.out
 
 
+class WithPreview:
+    """A real rawpy file whose ``extract_thumb`` gives a JPEG preview (pidng writes DNGs without one)."""
+
+    def __init__(self, raw, preview: bytes):
+        self.raw, self.preview = raw, preview
+
+    def __enter__(self):
+        self.raw.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.raw.__exit__(*exc)
+
+    def __getattr__(self, name):
+        return getattr(self.raw, name)
+
+    def extract_thumb(self):
+        import rawpy
+
+        return type("Thumb", (), {"format": rawpy.ThumbFormat.JPEG, "data": self.preview})()
+
+
+@pytest.mark.skipif(not (HAS_RAWPY and HAS_PIDNG), reason="rawpy and pidng are needed: pip install -e '.[dev]'")
+def test_a_raw_file_with_a_preview_is_read_from_the_preview(tmp_path, monkeypatch):
+    """The embedded JPEG preview is decoded (fast) instead of the sensor data: here the sensor data
+    is red and the preview blue, so the colour tells which was read."""
+    import io
+
+    import rawpy
+
+    write_dng(tmp_path / "DSC_0004.dng")
+    jpeg = io.BytesIO()
+    Image.new("RGB", (300, 200), (0, 0, 255)).save(jpeg, "JPEG")
+    real_imread = rawpy.imread
+    monkeypatch.setattr(rawpy, "imread", lambda path: WithPreview(real_imread(path), jpeg.getvalue()))
+    img = data.load_image(tmp_path / "DSC_0004.dng")
+    red, green, blue = img.getpixel((5, 5))
+    assert blue > 200 > red and img.size == (300, 200)
+    small = data.load_image(tmp_path / "DSC_0004.dng", max_side=64)
+    assert min(small.size) >= 64 and small.width < 300 and small.getpixel((5, 5))[2] > 200  # decoded at reduced scale
+
+
 def test_a_format_whose_decoder_is_missing_is_skipped_with_the_extra_to_install(cli, phone_folder, tmp_path,
                                                                                 monkeypatch):
     monkeypatch.setattr(data, "HEIF_SUPPORT", False)
