@@ -52,7 +52,8 @@ def decode_all(encoder, paths):
     import numpy as np
     import torch
     from textimg_helpers.data import load_image
-    from textimg_helpers.encoders import normalize_pixels, pixels
+    from textimg_helpers.data import pixels
+    from textimg_helpers.encoders import normalize_pixels
 
     side = 2 * encoder.resolution
     batch = np.stack([pixels(load_image(p, side), encoder.resolution) for p in paths])

@@ -40,7 +40,8 @@ def test_pixels_are_clips_preprocessing_up_to_one_grey_level():
     import torch
     from clip.clip import _transform
 
-    from textimg_helpers.encoders import normalize_pixels, pixels
+    from textimg_helpers.data import pixels
+    from textimg_helpers.encoders import normalize_pixels
 
     rng = np.random.default_rng(1)
     for h, w in ((120, 90), (90, 120), (375, 500), (2000, 301), (224, 224), (1, 1), (17, 400)):
@@ -55,7 +56,7 @@ def test_pixels_are_clips_preprocessing_up_to_one_grey_level():
 def test_images_pixels_and_preprocessed_tensors_give_the_same_vectors(vit_b_32):
     import torch
 
-    from textimg_helpers.encoders import pixels
+    from textimg_helpers.data import pixels
 
     images = _images(2)
     from_images = vit_b_32.encode_images(images)

@@ -21,7 +21,8 @@ with warnings.catch_warnings():  # openai/CLIP imports pkg_resources
     from clip.model import CLIP
 
 from .config import CLIP_CACHE, TextimgError, check_model, error_text, is_open_clip_name, model_name
-from .data import host_reachable, pixels, read_query_image  # noqa: F401 (pixels: the reader's step, kept here too)
+from .data import pixels, read_query_image
+from .downloads import host_reachable
 
 CONTEXT_LENGTH = 77
 RANDOM_SEED = 0

@@ -24,7 +24,7 @@ def resolve_profile(settings: Settings, announce=print) -> str:
     """``clip`` or ``shapes``; ``auto`` picks ``clip`` when its weights and data are cached or reachable."""
     if settings.profile != "auto":
         return settings.profile
-    from .data import DATASET_DIR, host_reachable
+    from .downloads import DATASET_DIR, host_reachable
 
     weights = (CLIP_CACHE / "ViT-B-32.pt").is_file() or host_reachable("openaipublic.azureedge.net")
     data = (settings.data_dir / DATASET_DIR / "train").is_dir() or host_reachable("github.com")
