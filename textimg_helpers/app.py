@@ -220,10 +220,19 @@ def report_html(report) -> str:
 
 
 def explore(top_k: int = 8) -> widgets.Widget:
-    """The page's one cell: a session from the ``TEXTIMG_*`` settings, then the app (or one red line)."""
-    from .session import open_session
+    """The page's one cell: a session from the ``TEXTIMG_*`` settings, then the app (or one red line).
+    A relative Milvus Lite file is opened in ``TEXTIMG_APP_DIR``, the folder ``textimg app`` ran in."""
+    from .milvus import connect, is_lite
+    from .session import Session
 
+    start_dir = os.environ.get(START_DIR) or None
     try:
-        return ExploreApp(open_session(), top_k, start_dir=os.environ.get(START_DIR) or None).widget
+        session = Session.from_settings()
+        settings = session.settings
+        if start_dir and is_lite(settings.uri):  # the page still shows the file as it was given
+            lite_file = Path(start_dir) / Path(settings.uri).expanduser()
+            session._client = connect(str(lite_file), settings.milvus_token, settings.service_idle)
+        session.load_encoder()
+        return ExploreApp(session, top_k, start_dir=start_dir).widget
     except Exception as exc:  # a bad setting, a model that does not load, Milvus out of reach
         return widgets.HTML(status_html(error_text(exc), error=True))

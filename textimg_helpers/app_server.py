@@ -54,17 +54,17 @@ def check_port(port: int) -> int:
 def page_env(session) -> dict:
     """The environment of the page's kernel: the command's settings as ``TEXTIMG_*`` variables, and the
     folder it runs in. The kernel starts in the notebook's folder, inside the package, so every path among
-    the settings (a Lite file, the data folder, a checkpoint, a text model's folder) is made absolute here,
-    against the folder the command runs in."""
+    the settings (the data folder, a checkpoint, a text model's folder) is made absolute here, against
+    the folder the command runs in; a Lite file keeps its spelling (the page shows it), ``explore`` reads it
+    against ``TEXTIMG_APP_DIR``."""
     from .app import START_DIR
-    from .milvus import is_lite
 
     settings = session.settings
     here = lambda path: os.path.abspath(os.path.expanduser(path))  # noqa: E731
     existing = lambda path: here(path) if Path(path).expanduser().exists() else path  # noqa: E731
     text_model = settings.text_model if settings.text_model in TEXT_MODELS else existing(settings.text_model)
     values = {"PROFILE": session.profile, "MODEL": existing(session.model),
-              "MILVUS_URI": here(settings.uri) if is_lite(settings.uri) else settings.uri,
+              "MILVUS_URI": settings.uri,
               "DATA_DIR": here(settings.data_dir), "DEVICE": settings.device,
               "COLLECTION": session.collection_name, "TEXT_MODEL": text_model}
     return {**os.environ, **{f"TEXTIMG_{key}": value for key, value in values.items()}, START_DIR: os.getcwd()}
