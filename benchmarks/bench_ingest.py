@@ -52,7 +52,8 @@ def decode_all(encoder, paths):
     import numpy as np
     import torch
     from textimg_helpers.data import load_image
-    from textimg_helpers.encoders import normalize_pixels, pixels
+    from textimg_helpers.data import pixels
+    from textimg_helpers.encoders import normalize_pixels
 
     side = 2 * encoder.resolution
     batch = np.stack([pixels(load_image(p, side), encoder.resolution) for p in paths])
@@ -104,7 +105,7 @@ def main() -> None:
 
     import torch
     from milvus_lite.server_manager import server_manager_instance
-    from textimg_helpers.encoders import use_bf16
+    from textimg_helpers.encoders import set_precision
     from textimg_helpers.ingest import default_workers, index_folder
     from textimg_helpers.store import connect
 
@@ -133,9 +134,9 @@ def main() -> None:
         half = len(paths) // 2
         for _ in range(2):  # the first pass warms both precisions up, the second is kept
             fp32, bf16 = (ceiling(encoder, images[:args.batch_size], args.batch_size, b) for b in (False, True))
-        ceiling_bf16 = encoder.bf16 if encoder.bf16 is not None else bf16 > fp32  # the faster precision
+        ceiling_bf16 = encoder.bf16  # the precision chosen when the encoder loaded
         print(f"    one batch: fp32 {fp32:.1f} images/s, bf16 autocast {bf16:.1f} images/s; project's setting: "
-              f"{ {False: 'fp32', True: 'bf16', None: 'undecided: fp32 and bf16 timed on its first batch'}[encoder.bf16]}")
+              f"{'bf16' if encoder.bf16 else 'fp32'}")
         folder = link_images(paths, tmp / "images")
         uri = str(tmp / "project.db")
         client = connect(uri)
@@ -145,7 +146,8 @@ def main() -> None:
         for r in range(args.rounds):  # the machine is shared and noisy: alternate and repeat
             collection = f"bench_{r}"
             before = ceiling(encoder, images[:half], args.batch_size, ceiling_bf16)
-            encoder.bf16, encoder.trials = use_bf16(encoder.device), {}  # as loaded: choosing is part of the run
+            encoder.trials = {}
+            set_precision(encoder)  # as loaded: the precision is timed when a model loads, before indexing
             report, first_s = timed(index_folder, client, collection, folder, encoder, **options)
             after = ceiling(encoder, images[half:], args.batch_size, ceiling_bf16)
             rounds.append((before, report.indexed / first_s, after, report, first_s, (encoder.bf16, dict(encoder.trials))))
@@ -164,7 +166,7 @@ def main() -> None:
         trials = ", ".join(f"{'bf16' if k else 'fp32'} {1 / v:.1f} images/s" for k, v in trials.items())
         print(f"(c) project index_folder: {figures['project']:.1f} images/s "
               f"({report.indexed} images in {first_s:.1f}s; {stages}; kept "
-              f"{'bf16' if kept_bf16 else 'fp32'}" + (f" after timing {trials} on the first batch)" if trials else ")"))
+              f"{'bf16' if kept_bf16 else 'fp32'}" + (f" after timing {trials} at load)" if trials else ")"))
         print(f"    project / ceiling = {figures['project'] / figures['ceiling']:.2f} (target >= 0.85; "
               f"median of {len(rounds)} rounds: {', '.join(f'{x:.2f}' for x in ratios)})")
         metadata_s = timed(read_metadata, paths)[1]  # what row_for adds per file: the header's EXIF

@@ -71,12 +71,13 @@ def draw_result_grid(path: Path) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         session = Session.from_settings(Settings(profile="shapes", data_dir=Path(tmp)))
         session.index(progress=False, verbose=False)
-        hits = search_by_text(session.client, session.collection_name, session.encoder, "a red circle", top_k=10)
+        hits = search_by_text(session.connect(), session.collection_name, session.load_encoder(), "a red circle",
+                              top_k=10)
         fig = show_results(hits, title='top 10 for "a red circle"', size=1.5)
         fig.savefig(path, dpi=60)
         plt.close(fig)
         small(path)
-        session.client.close()
+        session.connect().close()
         stop_services_under(tmp)
     return path
 

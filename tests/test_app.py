@@ -103,16 +103,16 @@ def open_app(shapes_encoder):
     """``open_app(uri, collection)``: the page's app over that collection; its clients closed after."""
     sessions = []
 
-    def open_app(uri: str, collection: str = COLLECTION) -> ExploreApp:
+    def open_app(uri: str, collection: str = COLLECTION, start_dir=None) -> ExploreApp:
         settings = Settings(profile="shapes", milvus_uri=uri, collection_name=collection,
                             data_dir=Path(uri).parent / "data")
         sessions.append(Session.from_settings(settings))
         sessions[-1]._encoder = shapes_encoder  # loaded once for the whole run
-        return ExploreApp(sessions[-1], top_k=5, progress=False)
+        return ExploreApp(sessions[-1], top_k=5, progress=False, start_dir=start_dir)
 
     yield open_app
     for session in sessions:
-        session.client.close()  # else stopping the Milvus service waits for it
+        session.connect().close()  # else stopping the Milvus service waits for it
 
 
 @pytest.fixture
@@ -171,6 +171,28 @@ def test_a_bad_folder_is_one_red_line(app, tmp_path):
     app.index_button.click()
     assert text_of(app.index_status) == f"folder not found: {tmp_path / 'nowhere'}"
     assert "color:#b00020" in app.index_status.value and not app.index_button.disabled
+
+
+def test_a_relative_folder_means_the_folder_the_app_started_in(open_app, tmp_path):
+    start = tmp_path / "start"
+    new_folder(start / "more")
+    cwd = os.getcwd()
+    app = open_app(str(tmp_path / "milvus.db"), start_dir=start)
+    app.folder.value = "more"  # typed in the page: relative to where textimg app ran, not to the kernel's folder
+    app.index_button.click()
+    assert text_of(app.index_status).splitlines()[0] == "indexed=40 skipped=1 unchanged=0 total=40"
+    assert os.getcwd() == cwd  # nothing changed the process's folder
+
+
+def test_the_page_kernel_gets_absolute_paths(monkeypatch, tmp_path):
+    from textimg_helpers.app import START_DIR
+    from textimg_helpers.app_server import page_env
+
+    monkeypatch.chdir(tmp_path)
+    session = Session.from_settings(Settings(profile="shapes", milvus_uri="milvus.db", data_dir=Path("data")))
+    env = page_env(session)
+    assert env["TEXTIMG_MILVUS_URI"] == "milvus.db" and env["TEXTIMG_DATA_DIR"] == str(tmp_path / "data")
+    assert env[START_DIR] == str(tmp_path) and env["TEXTIMG_TEXT_MODEL"] == "clip"
 
 
 def test_a_page_that_cannot_open_is_one_red_line(monkeypatch, tmp_path):

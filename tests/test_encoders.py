@@ -40,7 +40,8 @@ def test_pixels_are_clips_preprocessing_up_to_one_grey_level():
     import torch
     from clip.clip import _transform
 
-    from textimg_helpers.encoders import normalize_pixels, pixels
+    from textimg_helpers.data import pixels
+    from textimg_helpers.encoders import normalize_pixels
 
     rng = np.random.default_rng(1)
     for h, w in ((120, 90), (90, 120), (375, 500), (2000, 301), (224, 224), (1, 1), (17, 400)):
@@ -55,7 +56,7 @@ def test_pixels_are_clips_preprocessing_up_to_one_grey_level():
 def test_images_pixels_and_preprocessed_tensors_give_the_same_vectors(vit_b_32):
     import torch
 
-    from textimg_helpers.encoders import pixels
+    from textimg_helpers.data import pixels
 
     images = _images(2)
     from_images = vit_b_32.encode_images(images)
@@ -157,34 +158,56 @@ def test_bf16_image_vectors_match_fp32(vit_b_32):
     assert np.min(np.sum(fp32 * bf16, axis=1)) > 0.99  # cosine, both unit vectors
 
 
-@pytest.mark.parametrize("slow", ["bf16", "fp32"])
-def test_undecided_precision_keeps_whichever_ran_faster(slow):
-    """On a CPU with bf16 instructions, the first batch of 16 or more images is encoded half in fp32 and
-    half in bf16, and the faster is kept for the rest: here one of them is made 1 s slower, as bf16
-    is on CPUs that only emulate it."""
+def slowed_down(monkeypatch, slow: str, seen: list) -> None:
+    """CLIP's image encoder made 1 s slower in one precision (as bf16 is on CPUs that only emulate it),
+    each call's (batch size, bf16) noted in ``seen``; the CPU left undecided, as one with bf16 instructions."""
     import time
 
     import torch
+    from clip.model import CLIP
 
-    encoder = load_encoder(str(SHAPES_CHECKPOINT), device="cpu")
-    encoder.bf16, seen = None, []
-    forward = encoder.model.encode_image
+    from textimg_helpers import encoders
 
-    def timed_forward(batch):
+    forward = CLIP.encode_image
+
+    def timed_forward(model, batch):
         bf16 = torch.is_autocast_enabled("cpu")
         seen.append((len(batch), bf16))
         if bf16 == (slow == "bf16"):
-            time.sleep(1.0)  # 1 s, as the docstring says: a busy 2-core machine hid 0.05 s
-        return forward(batch)
+            time.sleep(1.0)  # 1 s: a busy 2-core machine hid 0.05 s
+        return forward(model, batch)
 
-    encoder.model.encode_image = timed_forward
-    images = _images(20)
-    encoder.encode_images(images[:15])  # too few to time both ways: fp32, still undecided
-    assert encoder.bf16 is None
-    image_embs = encoder.encode_images(images)
-    assert seen == [(15, False), (8, False), (8, True), (4, slow == "fp32")]
+    monkeypatch.setattr(CLIP, "encode_image", timed_forward)
+    monkeypatch.setattr(encoders, "use_bf16", lambda device: None)
+
+
+@pytest.mark.parametrize("slow", ["bf16", "fp32"])
+def test_undecided_precision_is_timed_once_when_the_model_loads(monkeypatch, slow):
+    """On a CPU with bf16 instructions, loading times TRIAL_IMAGES images in fp32 and in bf16 (each after
+    one to warm up) and keeps the faster; encoding never changes it."""
+    from textimg_helpers.encoders import TRIAL_IMAGES
+
+    seen = []
+    slowed_down(monkeypatch, slow, seen)
+    encoder = load_encoder(str(SHAPES_CHECKPOINT), device="cpu")
+    assert seen == [(1, False), (TRIAL_IMAGES, False), (1, True), (TRIAL_IMAGES, True)]
     assert encoder.bf16 is (slow == "fp32") and set(encoder.trials) == {False, True}
-    encoder.encode_images(images[:3])
-    assert seen[-1] == (3, slow == "fp32")  # decided once, for good
-    encoder.bf16 = False
-    np.testing.assert_allclose(np.sum(image_embs * encoder.encode_images(images), axis=1), 1, atol=0.01)
+    encoder.encode_images(_images(20))
+    encoder.encode_images(_images(3))
+    assert seen[4:] == [(20, slow == "fp32"), (3, slow == "fp32")] and encoder.bf16 is (slow == "fp32")
+
+
+@pytest.mark.parametrize("setting", ["0", "1", "auto"])
+def test_the_same_images_give_the_same_vectors_whatever_ran_before(monkeypatch, setting):
+    """Two encoders loaded the same way give identical vectors for the same batch, although one of them
+    encoded other batches first (of 20 images: enough to have started a timing before, on the first call)."""
+    monkeypatch.setenv("TEXTIMG_BF16", setting)
+    if setting == "auto":
+        slowed_down(monkeypatch, "bf16", [])  # the timing's outcome fixed, so both loads choose alike
+    fresh, used = (load_encoder(str(SHAPES_CHECKPOINT), device="cpu") for _ in range(2))
+    assert fresh.bf16 is used.bf16 is (setting == "1")
+    images = _images(16)
+    used.encode_images(_images(20)[::-1])
+    used.encode_images(images[:5])
+    np.testing.assert_array_equal(used.encode_images(images), fresh.encode_images(images))
+    np.testing.assert_array_equal(used.encode_images(images), fresh.encode_images(images))

@@ -73,8 +73,6 @@ def test_02s_batch_by_hand_holds_the_rows_index_folder_writes(client, shapes_enc
     paths = list_image_paths(folder)[:64]
     batch = np.stack([pixels(load_image(path, max_side=2 * shapes_encoder.resolution), shapes_encoder.resolution)
                       for path in paths])
-    if shapes_encoder.bf16 is None:  # its first batch times fp32 against bf16, half in each: let it choose first
-        shapes_encoder.encode_images(batch)
     by_hand_embs = shapes_encoder.encode_images(batch)
     by_hand = [{"id": path_id(str(path)), "filepath": str(path), "label": label_for(path, folder),
                 "size": path.stat().st_size, "mtime": path.stat().st_mtime_ns} for path in paths]

@@ -4,8 +4,8 @@ Voilà renders ``assets/explore.ipynb``, whose one code cell is ``explore()``. T
 logic live here, so that a test can drive the page without a browser, as with ``widgets.SearchPanel``:
 set ``app.folder.value``, press ``app.index_button.click()``, read ``app.info`` and ``app.index_status``.
 ``textimg app`` (``cli.cmd_app``) starts Voilà on 127.0.0.1 and hands its options to the page's kernel
-as ``TEXTIMG_*`` variables, and the folder it was started in as ``TEXTIMG_APP_DIR`` (so a relative
-folder typed in the page means what it means in the terminal).
+as ``TEXTIMG_*`` variables (paths made absolute), and the folder it was started in as ``TEXTIMG_APP_DIR``:
+a relative folder typed in the page is read against it, so it means what it means in the terminal.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from .store import check_collection, collection_info, count_rows
 from .widgets import SearchPanel, close_widgets, status_html
 
 APP_NOTEBOOK = Path(__file__).parent / "assets" / "explore.ipynb"
-START_DIR = "TEXTIMG_APP_DIR"  # set by ``textimg app``: the kernel works in the folder the command ran in
+START_DIR = "TEXTIMG_APP_DIR"  # set by ``textimg app``: the folder the command ran in, for relative folders
 MAX_SKIPPED_SHOWN, MAX_GROUPS_SHOWN, MAX_GROUP_IMAGES_SHOWN = 20, 20, 12
 
 
@@ -48,10 +48,13 @@ class AppPanel(SearchPanel):
 class ExploreApp:
     """The whole page: the collection's line, the search panel, indexing a folder, near-duplicates."""
 
-    def __init__(self, session, top_k: int = 8, progress: bool = True):
+    def __init__(self, session, top_k: int = 8, progress: bool = True, start_dir: str | os.PathLike | None = None):
+        """``start_dir``: the folder relative folders typed in the page are read against (default: the
+        current one)."""
         self.session, self.progress = session, progress
+        self.start_dir = Path(start_dir or os.getcwd())
         text_encoder = session.load_text_encoder() if session.text_model != "clip" else None
-        self.panel = AppPanel(session.client, session.collection_name, session.encoder, top_k=top_k,
+        self.panel = AppPanel(session.connect(), session.collection_name, session.load_encoder(), top_k=top_k,
                               placeholder=session.query, text_encoder=text_encoder)
         self.panel.query.layout.width = "640px"  # room for a photo's path in a combined query
         self.info = widgets.HTML()
@@ -88,7 +91,7 @@ class ExploreApp:
 
     def show_info(self) -> None:
         """The top line: the collection, its row count and model, where Milvus is (or in red what is wrong)."""
-        session, client, name = self.session, self.session.client, self.session.collection_name
+        session, client, name = self.session, self.session.connect(), self.session.collection_name
         try:
             if not client.has_collection(name):
                 text = f"{name}: no images yet; index a folder below (press Index with no folder for the demo images)"
@@ -104,7 +107,7 @@ class ExploreApp:
 
     def fill_collections(self) -> None:
         """The file's collections, each with the model it was built with, the session's one chosen."""
-        client, name = self.session.client, self.session.collection_name
+        client, name = self.session.connect(), self.session.collection_name
         try:
             names = sorted(set(client.list_collections()) | {name})
             options = [(f"{n} ({collection_info(client, n)['model']})" if client.has_collection(n)
@@ -120,11 +123,11 @@ class ExploreApp:
         if collection == self.session.collection_name:
             return
         try:
-            stored = collection_info(self.session.client, collection)["model"]
+            stored = collection_info(self.session.connect(), collection)["model"]
             model, random_weights = model_for_name(stored)
             settings = self.session.settings.with_(model=model, collection_name=collection)
             session = Session.from_settings(settings, random_weights, announce=lambda *_: None)
-            session._client = self.session.client  # the same file, the same connection
+            session._client = self.session.connect()  # the same file, the same connection
             encoder = session.load_encoder()
         except Exception as exc:
             self.info.value = status_html(error_text(exc), error=True)
@@ -144,7 +147,9 @@ class ExploreApp:
         self.index_status.value = status_html(f"indexing {folder or 'the demo images'} ...")
         with self.index_progress:  # an Output swallows an exception raised in it: catch it here
             try:
-                report, failure = self.session.index(folder or None, progress=self.progress, verbose=False), None
+                report = self.session.index(self.path(folder) if folder else None, progress=self.progress,
+                                            verbose=False)
+                failure = None
             except Exception as exc:
                 report, failure = None, exc
         self.index_button.disabled = False
@@ -159,7 +164,7 @@ class ExploreApp:
         """Groups of near-duplicates at the threshold box's cosine, one row of thumbnails per group."""
         threshold = self.threshold.value
         try:
-            groups, n_rows = find_duplicates(self.session.client, self.session.collection_name, threshold)
+            groups, n_rows = find_duplicates(self.session.connect(), self.session.collection_name, threshold)
         except Exception as exc:
             self.duplicates_status.value = status_html(error_text(exc), error=True)
             return
@@ -192,14 +197,18 @@ class ExploreApp:
             done.value = status_html("type a folder for the extras in the Move to box first", error=True)
             return
         try:
-            moved, listing = move_extras(self.session.client, self.session.collection_name, [group], folder,
-                                         say=lambda *_: None)
+            moved, listing = move_extras(self.session.connect(), self.session.collection_name, [group],
+                                         self.path(folder), say=lambda *_: None)
         except Exception as exc:
             done.value = status_html(error_text(exc), error=True)
             return
         button.disabled = True
         done.value = status_html(f"moved {moved} to {listing.parent} (undo: textimg duplicates --undo {listing})")
         self.show_info()
+
+    def path(self, typed: str) -> Path:
+        """A folder typed in the page: ``~`` expanded, a relative one read against ``start_dir``."""
+        return self.start_dir / Path(typed).expanduser()
 
 
 def report_html(report) -> str:
@@ -213,12 +222,19 @@ def report_html(report) -> str:
 
 
 def explore(top_k: int = 8) -> widgets.Widget:
-    """The page's one cell: a session from the ``TEXTIMG_*`` settings, then the app (or one red line)."""
-    from .session import open_session
+    """The page's one cell: a session from the ``TEXTIMG_*`` settings, then the app (or one red line).
+    A relative Milvus Lite file is opened in ``TEXTIMG_APP_DIR``, the folder ``textimg app`` ran in."""
+    from .milvus import connect, is_lite
+    from .session import Session
 
-    if os.environ.get(START_DIR):
-        os.chdir(os.environ[START_DIR])
+    start_dir = os.environ.get(START_DIR) or None
     try:
-        return ExploreApp(open_session(index=False), top_k).widget
+        session = Session.from_settings()
+        settings = session.settings
+        if start_dir and is_lite(settings.uri):  # the page still shows the file as it was given
+            lite_file = Path(start_dir) / Path(settings.uri).expanduser()
+            session._client = connect(str(lite_file), settings.milvus_token, settings.service_idle)
+        session.load_encoder()
+        return ExploreApp(session, top_k, start_dir=start_dir).widget
     except Exception as exc:  # a bad setting, a model that does not load, Milvus out of reach
         return widgets.HTML(status_html(error_text(exc), error=True))

@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .config import TextimgError
+from .config import TEXT_MODELS, TextimgError
 from .service import HOST, free_port, port_open
 
 DEFAULT_PORT = 8866  # Voilà's own default
@@ -53,13 +53,20 @@ def check_port(port: int) -> int:
 
 def page_env(session) -> dict:
     """The environment of the page's kernel: the command's settings as ``TEXTIMG_*`` variables, and the
-    folder it runs in (the kernel starts in the notebook's folder, inside the package)."""
+    folder it runs in. The kernel starts in the notebook's folder, inside the package, so every path among
+    the settings (the data folder, a checkpoint, a text model's folder) is made absolute here, against
+    the folder the command runs in; a Lite file keeps its spelling (the page shows it), ``explore`` reads it
+    against ``TEXTIMG_APP_DIR``."""
     from .app import START_DIR
 
     settings = session.settings
-    values = {"PROFILE": session.profile, "MODEL": session.model, "MILVUS_URI": settings.uri,
-              "DATA_DIR": str(settings.data_dir), "DEVICE": settings.device,
-              "COLLECTION": session.collection_name, "TEXT_MODEL": settings.text_model}
+    here = lambda path: os.path.abspath(os.path.expanduser(path))  # noqa: E731
+    existing = lambda path: here(path) if Path(path).expanduser().exists() else path  # noqa: E731
+    text_model = settings.text_model if settings.text_model in TEXT_MODELS else existing(settings.text_model)
+    values = {"PROFILE": session.profile, "MODEL": existing(session.model),
+              "MILVUS_URI": settings.uri,
+              "DATA_DIR": here(settings.data_dir), "DEVICE": settings.device,
+              "COLLECTION": session.collection_name, "TEXT_MODEL": text_model}
     return {**os.environ, **{f"TEXTIMG_{key}": value for key, value in values.items()}, START_DIR: os.getcwd()}
 
 

@@ -16,10 +16,9 @@ import unicodedata
 import warnings
 from pathlib import Path
 
-from .config import Settings, TextimgError, default_collection, error_text
+from .config import PROFILES, Settings, TextimgError, default_collection, error_text
 from .session import Session
 
-DEMO_QUERIES = {"clip": "a white dog", "shapes": "a red circle"}
 DEMO_GRID = Path("outputs") / "demo_grid.png"
 
 
@@ -186,10 +185,11 @@ def compare_models(job: Session, args) -> int:
     for model in [m.strip() for m in args.models.split(",") if m.strip()]:
         session = Session.from_settings(job.settings.with_(model=model), job.random_weights, announce=say)
         collection = default_collection(session.model_name) + "_eval"
-        report = index_folder(session.connect(), collection, args.folder, session.load_encoder(),
-                              batch_size=args.batch_size, num_workers=args.workers, progress=not args.quiet)
+        client, encoder = session.connect(), session.load_encoder()
+        report = index_folder(client, collection, args.folder, encoder, batch_size=args.batch_size,
+                              num_workers=args.workers, progress=not args.quiet)
         say(f"{session.model_name}: {report.summary()} (collection {collection})")
-        result = evaluate(session.client, collection, session.encoder, args.folder, (args.template or PHOTO_TEMPLATE,),
+        result = evaluate(client, collection, encoder, args.folder, (args.template or PHOTO_TEMPLATE,),
                           progress=not args.quiet)
         rows.append((session.model_name, report.indexed / report.seconds if report.indexed else None, result))
     print(model_comparison_table(rows))
@@ -290,8 +290,8 @@ def cmd_demo(job: Session, args) -> int:
     from .ingest import index_folder
     from .search import search_by_text
 
-    folder = job.folder
-    query = DEMO_QUERIES[job.profile]
+    folder = job.image_folder()
+    query = job.demo_query
     say(f"profile={job.profile} model={job.model_name} images={folder} milvus={job.settings.uri}")
     client, encoder = job.connect(), job.load_encoder()
     report = index_folder(client, job.collection_name, folder, encoder, batch_size=args.batch_size,
@@ -406,7 +406,7 @@ def common_options() -> argparse.ArgumentParser:
     common.add_argument("--model", help="CLIP name such as ViT-B/32, or a checkpoint path")
     common.add_argument("--random-weights", action="store_true",
                         help="the model's architecture with random weights (speed/mechanics checks only)")
-    common.add_argument("--profile", choices=["auto", "clip", "shapes"], help="overrides TEXTIMG_PROFILE")
+    common.add_argument("--profile", choices=PROFILES, help="overrides TEXTIMG_PROFILE")
     common.add_argument("--device", help="cpu, cuda, mps (default: auto)")
     common.add_argument("--debug", action="store_true", help="show tracebacks")
     common.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -514,7 +514,7 @@ def add_app_command(sub) -> None:
     p.add_argument("--collection", help="collection name (default: one per model, e.g. textimg_vit_b_32)")
     p.add_argument("--model", help="CLIP name such as ViT-B/32, or a checkpoint path")
     p.add_argument("--device", help="cpu, cuda, mps (default: auto)")
-    p.add_argument("--profile", choices=["auto", "clip", "shapes"], help="overrides TEXTIMG_PROFILE")
+    p.add_argument("--profile", choices=PROFILES, help="overrides TEXTIMG_PROFILE")
     p.add_argument("--text-model", help=TEXT_MODEL_HELP)
     p.add_argument("--port", type=int, default=8866, help="port on 127.0.0.1 (default 8866; 0: any free port)")
     p.add_argument("--token", help="the page's token (default: a new random one each run, printed in its "

@@ -1,4 +1,5 @@
-"""Images on disk: finding them, reading them safely, labels, and the two data sets."""
+"""Images on disk: finding them, reading them safely, labels, and the shapes data set (the tutorial's
+photos are a download: ``downloads``)."""
 
 from __future__ import annotations
 
@@ -7,19 +8,12 @@ import datetime
 import fnmatch
 import glob
 import hashlib
-import http.client
 import io
 import os
 import re
-import shutil
-import socket
 import stat
 import threading
-import time
-import urllib.error
-import urllib.request
 import warnings
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -46,8 +40,6 @@ PAIRED_WITH = (".jpg", ".jpeg", ".heic", ".heif")  # a RAW file beside one of th
 SYSTEM_FOLDERS = {"@eaDir", "#recycle", "$RECYCLE.BIN", "System Volume Information", "node_modules"}
 MAX_PIXELS = 90_000_000  # larger images are refused as possible decompression bombs...
 MAX_JPEG_PIXELS = 178_956_970  # ...except JPEGs (a 108 Mpx phone photo), decoded at 1/8 scale; Pillow's own limit
-DATASET_URL = "https://github.com/towhee-io/examples/releases/download/data/reverse_image_search.zip"
-DATASET_DIR = "reverse_image_search"
 
 
 def folder_root(folder: str | os.PathLike) -> Path:
@@ -384,91 +376,3 @@ def shapes_images(data_dir: str | os.PathLike, per_class: int = 12, seed: int = 
     folder = Path(data_dir) / "shapes"
     generate_shapes(folder, per_class=per_class, seed=seed)
     return folder
-
-
-def tutorial_images(data_dir: str | os.PathLike, url: str = DATASET_URL) -> Path:
-    """The tutorial's ImageNet subset (downloaded and extracted once); returns its ``train/``."""
-    target = Path(data_dir) / DATASET_DIR
-    if not (target / "train").is_dir():
-        archive = download(url, Path(data_dir) / Path(url).name)
-        extract(archive, target)
-    return target / "train"
-
-
-def download(url: str, dest: Path, retries: int = 3, timeout: float = 30) -> Path:
-    """Download with a progress bar, resume after an interruption, and check the zip."""
-    if dest.is_file() and zip_ok(dest):
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    for attempt in range(1, retries + 1):
-        try:
-            if not zip_ok(part):  # a complete .part (stopped before its rename) needs no request
-                _fetch(url, part, timeout)
-            if not zip_ok(part):
-                part.unlink()
-                raise ValueError("the archive is corrupt (zip check failed), downloading it again")
-            part.replace(dest)
-            return dest
-        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
-            if getattr(exc, "code", None) == 416:  # the .part does not fit the file on the server
-                part.unlink(missing_ok=True)
-            if attempt == retries:
-                raise TextimgError(f"could not download {url} ({exc}); without internet use the offline "
-                                   "profile: TEXTIMG_PROFILE=shapes") from None
-            time.sleep(2 ** attempt)
-    return dest
-
-
-def _fetch(url: str, part: Path, timeout: float) -> None:
-    """Append the rest of ``url`` to ``part`` (HTTP Range), failing if the size is short."""
-    from tqdm.auto import tqdm
-
-    have = part.stat().st_size if part.exists() else 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        if have and response.status != 206:  # server ignored Range: start again
-            have = 0
-        total = have + int(response.headers.get("Content-Length") or 0)
-        with open(part, "ab" if have else "wb") as out, tqdm(
-                total=total or None, initial=have, unit="B", unit_scale=True, desc=part.name) as bar:
-            while chunk := response.read(1 << 20):
-                out.write(chunk)
-                bar.update(len(chunk))
-    if total and part.stat().st_size != total:
-        raise OSError(f"download stopped at {part.stat().st_size} of {total} bytes")
-
-
-def zip_ok(path: Path) -> bool:
-    """True when ``path`` is a complete zip whose every member passes its CRC check."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            return zf.testzip() is None
-    except (zipfile.BadZipFile, OSError):
-        return False
-
-
-def extract(archive: Path, target: Path) -> None:
-    """Extract into a temporary folder, then move it in place: never half-extracted."""
-    tmp = target.with_name(target.name + ".extracting")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        with zipfile.ZipFile(archive) as zf:
-            zf.extractall(tmp)
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise TextimgError(f"could not extract {archive} ({exc}): delete it and run again") from None
-    inner = [p for p in tmp.iterdir() if not p.name.startswith("__MACOSX")]
-    source = inner[0] if len(inner) == 1 and inner[0].is_dir() and not (tmp / "train").exists() else tmp
-    shutil.rmtree(target, ignore_errors=True)
-    source.replace(target)
-    shutil.rmtree(tmp, ignore_errors=True)
-
-
-def host_reachable(host: str, port: int = 443, timeout: float = 3.0) -> bool:
-    """True when a TCP connection to ``host:port`` opens within ``timeout`` seconds."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False

@@ -21,11 +21,12 @@ with warnings.catch_warnings():  # openai/CLIP imports pkg_resources
     from clip.model import CLIP
 
 from .config import CLIP_CACHE, TextimgError, check_model, error_text, is_open_clip_name, model_name
-from .data import host_reachable, pixels, read_query_image  # noqa: F401 (pixels: the reader's step, kept here too)
+from .data import pixels, read_query_image
+from .downloads import host_reachable
 
 CONTEXT_LENGTH = 77
 RANDOM_SEED = 0
-TRIAL_IMAGES = 8  # images encoded each way (fp32, bf16) to choose between them on a CPU
+TRIAL_IMAGES = 8  # images encoded each way (fp32, bf16), when a model loads, to choose between them on a CPU
 # openai/CLIP's colour normalisation (clip.clip._transform), in 0-255 pixel units.
 PIXEL_MEAN = (0.48145466 * 255, 0.4578275 * 255, 0.40821073 * 255)
 PIXEL_STD = (0.26862954 * 255, 0.26130258 * 255, 0.27577711 * 255)
@@ -70,10 +71,9 @@ class Encoder:
     preprocess: Callable
     device: str
     name: str
-    # Image encoder under bfloat16 autocast. None: not decided yet (a CPU with bf16 instructions may
-    # run bf16 faster or slower than fp32): the first batch of at least 2 * TRIAL_IMAGES images
-    # decides, see ``choose_precision``.
-    bf16: bool | None = False
+    # Image encoder under bfloat16 autocast: chosen once, when the model loads (``set_precision``), so
+    # the same images give the same vectors whatever was encoded before.
+    bf16: bool = False
     trials: dict = field(default_factory=dict, repr=False)  # seconds per image, {bf16: ...}
     # An open_clip model's own tokenizer, size and colour normalisation (0-255 units); None: CLIP's.
     tokenizer: Callable | None = field(default=None, repr=False)
@@ -106,25 +106,22 @@ class Encoder:
         batch = torch.as_tensor(images)
         if batch.dtype == torch.uint8:  # normalised here, in one vectorised step for the batch
             batch = normalize_pixels(batch, self.mean, self.std)
-        batch, parts = batch.to(self.device, self.dtype), []
-        if self.bf16 is None and len(batch) >= 2 * TRIAL_IMAGES:
-            parts.append(self.choose_precision(batch[:2 * TRIAL_IMAGES]))
-            batch = batch[2 * TRIAL_IMAGES:]
-        if len(batch):
-            parts.append(self._forward(batch, bool(self.bf16)))
-        return normalize(torch.cat(parts))
+        return normalize(self._forward(batch.to(self.device, self.dtype), self.bf16))
 
-    def choose_precision(self, batch: torch.Tensor) -> torch.Tensor:
-        """Encode half of ``batch`` in fp32 and half in bf16, timed, and keep bf16 only if it was
-        clearly faster (a CPU may compute bf16 natively or merely emulate it). Returns the vectors."""
-        half = len(batch) // 2
-        parts = []
-        for bf16, part in ((False, batch[:half]), (True, batch[half:])):
+    def choose_precision(self, images: int = TRIAL_IMAGES) -> bool:
+        """Time ``images`` fixed random images in fp32 and in bf16 (each after one image to warm it up)
+        and keep bf16 only if it was clearly faster (a CPU may compute bf16 natively or merely emulate
+        it); ``set_precision`` calls it once, as the model loads. Returns the choice."""
+        rng = np.random.default_rng(RANDOM_SEED)
+        pixels_ = rng.integers(0, 256, (images, self.resolution, self.resolution, 3), dtype=np.uint8)
+        batch = normalize_pixels(torch.from_numpy(pixels_), self.mean, self.std).to(self.device, self.dtype)
+        for bf16 in (False, True):
+            self._forward(batch[:1], bf16)
             start = time.perf_counter()
-            parts.append(self._forward(part, bf16))
-            self.trials[bf16] = (time.perf_counter() - start) / len(part)
+            self._forward(batch, bf16)
+            self.trials[bf16] = (time.perf_counter() - start) / images
         self.bf16 = self.trials[True] < 0.9 * self.trials[False]
-        return torch.cat(parts)
+        return self.bf16
 
     def _forward(self, batch: torch.Tensor, bf16: bool) -> torch.Tensor:
         """The image encoder on a model-ready batch, without autograd, in bf16 autocast or not."""
@@ -205,7 +202,7 @@ def load_encoder(model: str, device: str = "auto", random_weights: bool = False,
         net, preprocess = _load_pretrained(model, device, download_root)
     net = net.to(device).eval()
     net = net.half() if device == "cuda" else net.float()
-    return Encoder(net, preprocess, device, model_name(model, random_weights), bf16=use_bf16(device))
+    return set_precision(Encoder(net, preprocess, device, model_name(model, random_weights)))
 
 
 def load_open_clip(model: str, device: str, random_weights: bool = False, tokenizer: bool = True) -> Encoder:
@@ -234,11 +231,12 @@ def load_open_clip(model: str, device: str, random_weights: bool = False, tokeni
     size = cfg.get("size", getattr(net.visual, "image_size", 224))
     net = net.to(device).eval()
     net = net.half() if device == "cuda" else net.float()
-    return Encoder(net, preprocess, device, model_name(model, random_weights), bf16=use_bf16(device),
-                   tokenizer=tokenizer, embed_dim=int(open_clip.get_model_config(arch)["embed_dim"]),
-                   image_size=int(size[0] if isinstance(size, (tuple, list)) else size),
-                   mean=tuple(255 * v for v in cfg.get("mean", (0.48145466, 0.4578275, 0.40821073))),
-                   std=tuple(255 * v for v in cfg.get("std", (0.26862954, 0.26130258, 0.27577711))))
+    return set_precision(Encoder(
+        net, preprocess, device, model_name(model, random_weights), tokenizer=tokenizer,
+        embed_dim=int(open_clip.get_model_config(arch)["embed_dim"]),
+        image_size=int(size[0] if isinstance(size, (tuple, list)) else size),
+        mean=tuple(255 * v for v in cfg.get("mean", (0.48145466, 0.4578275, 0.40821073))),
+        std=tuple(255 * v for v in cfg.get("std", (0.26862954, 0.26130258, 0.27577711)))))
 
 
 def check_known(model: str) -> None:
@@ -299,10 +297,21 @@ def quiet_loading():
         logging.disable(logging.NOTSET)
 
 
+def set_precision(encoder: Encoder) -> Encoder:
+    """Choose the image encoder's precision once, as it loads: ``use_bf16``, timed (``choose_precision``)
+    when that leaves it open; from then on the same images always give the same vectors."""
+    choice = use_bf16(encoder.device)
+    if choice is None:
+        encoder.choose_precision()
+    else:
+        encoder.bf16 = choice
+    return encoder
+
+
 def use_bf16(device: str) -> bool | None:
     """bfloat16 for images on a CPU with bf16 instructions (cosine to fp32 above 0.99): ``None``, to
-    be decided by timing, since such a CPU may compute bf16 natively or merely emulate it.
-    ``TEXTIMG_BF16=0`` turns it off, ``TEXTIMG_BF16=1`` on."""
+    be decided by timing when the model loads, since such a CPU may compute bf16 natively or merely
+    emulate it. ``TEXTIMG_BF16=0`` turns it off, ``TEXTIMG_BF16=1`` on."""
     choice = os.environ.get("TEXTIMG_BF16", "auto")
     if device != "cpu" or choice == "0":
         return False

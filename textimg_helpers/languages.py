@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .config import TextimgError
+from .shapes import COLOURS, SHAPES
 
 LANGS = ("en", "de", "pt", "ru", "ar")
 
@@ -78,8 +79,8 @@ EN = Language(
     ("{ind}", "a photo of {ind}", "{bare}", "a picture of {ind}", "a drawing of {ind}", "{ind} shape",
      "an image of {ind}", "a small {bare}", "a big {bare}", "a photo of {def}",
      "a {bare}", "a photo of a {bare}"),  # the last two: what people type without minding a/an
-    nouns={s: ("", s) for s in ("circle", "square", "triangle", "star", "cross")},
-    adjectives={c: c for c in ("red", "green", "blue", "yellow", "orange", "purple", "white", "black")},
+    nouns={s: ("", s) for s in SHAPES},  # the words are the generator's: shapes.SHAPES, shapes.COLOURS
+    adjectives={c: c for c in COLOURS},
 )
 DE = Language(
     "Deutsch",

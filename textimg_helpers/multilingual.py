@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from .config import CLIP_MODEL, MULTILINGUAL_MODEL, TextimgError, check_text_model
-from .encoders import check_query, host_reachable, normalize, pick_device
+from .downloads import host_reachable
+from .encoders import check_query, normalize, pick_device
 
 INSTALL_HINT = "pip install 'textimg-helpers[multilingual]' (or pip install sentence-transformers)"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from .config import (CLIP_CACHE, CLIP_MODEL, Settings, TextimgError, check_model, default_collection, model_for_profile,
                      model_name)
@@ -16,15 +16,27 @@ from .config import (CLIP_CACHE, CLIP_MODEL, Settings, TextimgError, check_model
 # Every ``textimg`` command imports this module first, so the stages (numpy and Pillow, pymilvus, torch)
 # are imported inside the methods that use them: ``textimg --help`` or a bad argument costs none of them.
 
-# The profile's known query and the label its top results must have (the notebooks assert it).
-KNOWN_QUERIES = {"shapes": ("a red circle", "red_circle"), "clip": ("a goldfish", "goldfish")}
+
+
+class ProfileQueries(NamedTuple):
+    """A profile's queries: ``demo``, the one ``textimg demo`` and notebook 00 show (the Milvus tutorial's
+    own "a white dog" for clip), and ``known``, whose top results must have the label ``expected``
+    (the notebooks and tests assert it; no label of the tutorial's photos is a white dog)."""
+
+    demo: str
+    known: str
+    expected: str
+
+
+QUERIES = {"shapes": ProfileQueries("a red circle", "a red circle", "red_circle"),
+           "clip": ProfileQueries("a white dog", "a goldfish", "goldfish")}
 
 
 def resolve_profile(settings: Settings, announce=print) -> str:
     """``clip`` or ``shapes``; ``auto`` picks ``clip`` when its weights and data are cached or reachable."""
     if settings.profile != "auto":
         return settings.profile
-    from .data import DATASET_DIR, host_reachable
+    from .downloads import DATASET_DIR, host_reachable
 
     weights = (CLIP_CACHE / "ViT-B-32.pt").is_file() or host_reachable("openaipublic.azureedge.net")
     data = (settings.data_dir / DATASET_DIR / "train").is_dir() or host_reachable("github.com")
@@ -38,7 +50,8 @@ def resolve_profile(settings: Settings, announce=print) -> str:
 
 @dataclass
 class Session:
-    """What a notebook or a command works with; the client and the encoder are opened on first use."""
+    """What a notebook or a command works with: resolved names only; ``connect()``, ``load_encoder()``
+    and ``image_folder()`` do the costly work (each once), when called."""
 
     settings: Settings
     profile: str
@@ -47,7 +60,6 @@ class Session:
     collection_name: str
     random_weights: bool = False
     announce: Callable = field(default=print, repr=False)
-    report: object = field(default=None, repr=False)  # the last index() report
     _client: object = field(default=None, init=False, repr=False)
     _encoder: object = field(default=None, init=False, repr=False)
 
@@ -79,10 +91,6 @@ class Session:
             self._client = connect(uri, self.settings.milvus_token, self.settings.service_idle)
         return self._client
 
-    @property
-    def client(self):
-        return self.connect()
-
     def load_encoder(self):
         """The CLIP encoder of the session's model, loaded once."""
         if self._encoder is None:
@@ -93,10 +101,6 @@ class Session:
                               "results are meaningless, for speed and mechanics checks only")
             self._encoder = load_encoder(self.model, self.settings.device, self.random_weights)
         return self._encoder
-
-    @property
-    def encoder(self):
-        return self.load_encoder()
 
     @property
     def text_model(self) -> str:
@@ -116,38 +120,43 @@ class Session:
 
         return load_text_encoder(self.text_model, self.settings.device)
 
-    @property
-    def folder(self) -> Path:
-        """The profile's images: generated (shapes) or downloaded (clip) once."""
-        from .data import shapes_images, tutorial_images
+    def image_folder(self) -> Path:
+        """The profile's images, generated (shapes) or downloaded and extracted (clip) the first time."""
+        from .data import shapes_images
+        from .downloads import tutorial_images
 
         data_dir = self.settings.data_dir
         return shapes_images(data_dir) if self.profile == "shapes" else tutorial_images(data_dir)
 
     @property
     def query(self) -> str:
-        return KNOWN_QUERIES[self.profile][0]
+        """The profile's known query (``a red circle``, ``a goldfish``)."""
+        return QUERIES[self.profile].known
 
     @property
     def expected(self) -> str:
-        return KNOWN_QUERIES[self.profile][1]
+        """The label of the known query's right answers (``red_circle``, ``goldfish``)."""
+        return QUERIES[self.profile].expected
+
+    @property
+    def demo_query(self) -> str:
+        """The query ``textimg demo`` and notebook 00 search for (``a white dog``, ``a red circle``)."""
+        return QUERIES[self.profile].demo
 
     def index(self, folder=None, *, progress: bool = True, verbose: bool = True):
         """Index ``folder`` (default: the profile's images) incrementally into the session's collection,
-        with the session's encoder; ``index_folder`` itself takes the other options."""
+        with the session's encoder, and return the report; ``index_folder`` itself takes the other options."""
         from .ingest import index_folder
 
-        self.report = index_folder(self.client, self.collection_name, folder or self.folder, self.encoder,
-                                   progress=progress, verbose=verbose)
-        return self.report
+        return index_folder(self.connect(), self.collection_name, folder or self.image_folder(), self.load_encoder(),
+                            progress=progress, verbose=verbose)
 
 
-def open_session(index: bool = True, **changes) -> Session:
+def open_session(**changes) -> Session:
     """The notebooks' setup call: settings from ``TEXTIMG_*`` (``changes`` override them), the Milvus
-    client, the encoder, and with ``index`` the profile's images indexed (incremental: quick when done)."""
+    client and the encoder; ``session.index()`` then indexes the profile's images (incremental: quick
+    when done)."""
     session = Session.from_settings(Settings.from_env().with_(**changes))
     session.connect()
     session.load_encoder()
-    if index:
-        session.index(progress=False)
     return session

@@ -24,19 +24,6 @@ SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross")
 
 CLASS_NAMES: list[str] = [f"{colour}_{shape}" for colour in COLOURS for shape in SHAPES]
 
-TEMPLATES: tuple[str, ...] = (
-    "a {}",
-    "a photo of a {}",
-    "a picture of a {}",
-    "a drawing of a {}",
-    "{}",
-    "a {} shape",
-    "an image of a {}",
-    "a small {}",
-    "a big {}",
-    "a photo of the {}",
-)
-
 TRAIN_SEED = 0
 
 _SUPERSAMPLE = 4
