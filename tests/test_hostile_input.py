@@ -13,7 +13,7 @@ import pytest
 
 from conftest import run_textimg, shapes_folder, square
 from textimg_helpers import data
-from textimg_helpers.combine import parse_expression
+from textimg_helpers.search import parse_expression
 from textimg_helpers.config import TextimgError
 
 

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "textimg_helpers"
 MAX_LINES = 40  # a function's lines from ``def`` to its last line, its docstring not counted
 # Settings and the database layer come before the model: they never import what joins or follows it.
 BEFORE_THE_MODEL = {"config", "hits", "service", "milvus", "store"}
-MODEL_AND_AFTER = {"encoders", "multilingual", "search", "combine", "ingest", "evaluate", "duplicates",
+MODEL_AND_AFTER = {"encoders", "multilingual", "search", "ingest", "evaluate", "duplicates",
                    "viz", "widgets", "app", "app_server", "session", "cli"}
 
 

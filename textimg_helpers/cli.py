@@ -56,7 +56,7 @@ def cmd_index(job: Session, args) -> int:
 
 
 def cmd_search(job: Session, args) -> int:
-    from .combine import check_terms, describe_terms, parse_terms, search_by_terms
+    from .search import check_terms, describe_terms, parse_terms, search_by_terms
     from .evaluate import ENSEMBLE_TEMPLATES
     from .store import open_collection
 
@@ -162,9 +162,9 @@ def cmd_eval(job: Session, args) -> int:
     if job.random_weights or job.model_name.startswith("shapes-clip"):
         say(f"note: {job.model_name} is " + ("a random-weights model: expect chance-level figures"
             if job.random_weights else "trained only on coloured shapes: expect low figures on photographs"))
-    text_encoder = encoder if job.text_model == "clip" else job.load_text_encoder()
+    text_encoder = job.load_text_encoder()  # the image model's own, unless --text-model
     if langs:
-        return print_language_table(client, collection, args.folder, langs, text_encoder, encoder, job, args)
+        return print_language_table(job, args, collection, text_encoder)
     if args.compare:
         for name, result in compare_templates(client, collection, text_encoder, args.folder,
                                               progress=not args.quiet).items():
@@ -220,16 +220,18 @@ def check_eval_options(job: Session, args) -> list[str] | None:
     return langs
 
 
-def print_language_table(client, collection, folder, langs, text_encoder, encoder, job, args) -> int:
-    """``eval --lang``: the per-language table; with another text model, the image model's own text
-    encoder (English-only for CLIP) is measured beside it for comparison."""
+def print_language_table(job: Session, args, collection: str, text_encoder) -> int:
+    """``eval --lang``: the per-language table of ``collection``; with another text model, the image
+    model's own text encoder (English-only for CLIP) is measured beside it for comparison."""
     from .evaluate import evaluate_languages, language_table
+    from .languages import check_langs
 
-    columns = {text_encoder.name: evaluate_languages(client, collection, text_encoder, folder, langs,
+    client, encoder, langs = job.connect(), job.load_encoder(), check_langs(args.lang)
+    columns = {text_encoder.name: evaluate_languages(client, collection, text_encoder, args.folder, langs,
                                                      progress=not args.quiet)}
     if text_encoder is not encoder:
-        columns[f"{job.model_name} text encoder"] = evaluate_languages(client, collection, encoder, folder, langs,
-                                                                       progress=not args.quiet)
+        columns[f"{job.model_name} text encoder"] = evaluate_languages(client, collection, encoder, args.folder,
+                                                                       langs, progress=not args.quiet)
     print(language_table(columns))
     return 0
 

@@ -1,7 +1,7 @@
 """A live search panel (ipywidgets): a query box, a k slider, thumbnails, "more like this".
 
 The query box also takes combined queries, ``a red circle - red + blue`` or ``a circle + photo.png``:
-terms joined by `` + `` or `` - `` (see ``combine.parse_expression``).
+terms joined by `` + `` or `` - `` (see ``search.parse_expression``).
 
 The logic lives here so that a test can drive the panel without a browser: set ``panel.query.value``,
 press ``panel.submit.click()``, and read ``panel.hits``, ``panel.results`` and ``panel.status``.
@@ -22,7 +22,7 @@ try:  # clicks on a thumbnail (the buttons do the same where it is missing)
 except ImportError:  # pragma: no cover
     Event = None
 
-from .combine import describe_terms, parse_expression, search_by_terms
+from .search import describe_terms, parse_expression, search_by_terms
 from .filters import collection_filter
 from .hits import Hit
 from .search import search_by_image

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import SHAPES_COLLECTION as COLLECTION
 from test_errors import assert_error
-from textimg_helpers.combine import (Term, combine_vectors, describe_terms, parse_expression, parse_term,
+from textimg_helpers.search import (Term, combine_vectors, describe_terms, parse_expression, parse_term,
                                      search_by_terms)
 from textimg_helpers.config import TextimgError
 from textimg_helpers.store import connect
