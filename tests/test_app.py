@@ -25,7 +25,7 @@ import pytest
 
 from conftest import run_cli, shapes_folder, textimg_command, wait_for
 from test_browser import CHROMIUM, SCREENSHOTS, page, sync_playwright  # noqa: F401 (page: a fixture)
-from textimg_helpers.app import ExploreApp, explore
+from textimg_helpers.web.app import ExploreApp, explore
 from textimg_helpers.config import Settings
 from textimg_helpers.session import Session
 from textimg_helpers.shapes import generate_shapes
@@ -185,8 +185,8 @@ def test_a_relative_folder_means_the_folder_the_app_started_in(open_app, tmp_pat
 
 
 def test_the_page_kernel_gets_absolute_paths(monkeypatch, tmp_path):
-    from textimg_helpers.app import START_DIR
-    from textimg_helpers.app_server import page_env
+    from textimg_helpers.web.app import START_DIR
+    from textimg_helpers.web.server import page_env
 
     monkeypatch.chdir(tmp_path)
     session = Session.from_settings(Settings(profile="shapes", milvus_uri="milvus.db", data_dir=Path("data")))
@@ -368,7 +368,7 @@ def test_the_app_wants_its_token_culls_idle_kernels_and_dies_with_its_command(in
 
 
 def test_a_token_that_cannot_go_in_an_address_is_refused(cli):
-    from textimg_helpers.app_server import check_token
+    from textimg_helpers.web.server import check_token
     from textimg_helpers.config import TextimgError
 
     assert len(check_token(None)) == 48 and check_token(None) != check_token(None)

@@ -16,7 +16,7 @@ MAX_LINES = 40  # a function's lines from ``def`` to its last line, its docstrin
 # Settings and the database layer come before the model: they never import what joins or follows it.
 BEFORE_THE_MODEL = {"config", "hits", "service", "milvus", "store"}
 MODEL_AND_AFTER = {"encoders", "multilingual", "search", "ingest", "evaluate", "duplicates",
-                   "viz", "widgets", "app", "app_server", "session", "cli"}
+                   "viz", "widgets", "session", "cli"}
 
 
 def imported_modules(path: Path, modules: set[str]) -> set[str]:

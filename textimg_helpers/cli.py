@@ -309,7 +309,7 @@ def cmd_demo(job: Session, args) -> int:
 
 def cmd_app(args) -> int:
     """Serve the search page on 127.0.0.1 until Ctrl-C (Voila rendering the page of ``app``)."""
-    from .app_server import check_voila, serve_app
+    from .web.server import check_voila, serve_app
 
     check_voila()  # before the settings are resolved: the missing package is the news
     code = serve_app(open_job(args), args.port, args.debug, announce=lambda line: print(line, flush=True),

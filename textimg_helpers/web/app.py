@@ -1,6 +1,6 @@
 """The page of ``textimg app``: search, "more like this", a folder to index, near-duplicates.
 
-Voilà renders ``assets/explore.ipynb``, whose one code cell is ``explore()``. The widgets and their
+Voilà renders ``explore.ipynb`` (beside this module), whose one code cell is ``explore()``. The widgets and their
 logic live here, so that a test can drive the page without a browser, as with ``widgets.SearchPanel``:
 set ``app.folder.value``, press ``app.index_button.click()``, read ``app.info`` and ``app.index_status``.
 ``textimg app`` (``cli.cmd_app``) starts Voilà on 127.0.0.1 and hands its options to the page's kernel
@@ -16,13 +16,13 @@ from pathlib import Path
 
 import ipywidgets as widgets
 
-from .config import error_text, model_for_name
-from .duplicates import DEFAULT_THRESHOLD, find_duplicates, move_extras, tier
-from .hits import Hit
-from .store import check_collection, collection_info, count_rows
-from .widgets import SearchPanel, close_widgets, status_html
+from ..config import error_text, model_for_name
+from ..duplicates import DEFAULT_THRESHOLD, find_duplicates, move_extras, tier
+from ..hits import Hit
+from ..store import check_collection, collection_info, count_rows
+from ..widgets import SearchPanel, close_widgets, status_html
 
-APP_NOTEBOOK = Path(__file__).parent / "assets" / "explore.ipynb"
+APP_NOTEBOOK = Path(__file__).parent / "explore.ipynb"
 START_DIR = "TEXTIMG_APP_DIR"  # set by ``textimg app``: the folder the command ran in, for relative folders
 MAX_SKIPPED_SHOWN, MAX_GROUPS_SHOWN, MAX_GROUP_IMAGES_SHOWN = 20, 20, 12
 
@@ -118,7 +118,7 @@ class ExploreApp:
 
     def switch(self, collection: str) -> None:
         """Search and index ``collection`` with the model it was built with (loaded now, once)."""
-        from .session import Session
+        from ..session import Session
 
         if collection == self.session.collection_name:
             return
@@ -224,8 +224,8 @@ def report_html(report) -> str:
 def explore(top_k: int = 8) -> widgets.Widget:
     """The page's one cell: a session from the ``TEXTIMG_*`` settings, then the app (or one red line).
     A relative Milvus Lite file is opened in ``TEXTIMG_APP_DIR``, the folder ``textimg app`` ran in."""
-    from .milvus import connect, is_lite
-    from .session import Session
+    from ..milvus import connect, is_lite
+    from ..session import Session
 
     start_dir = os.environ.get(START_DIR) or None
     try:

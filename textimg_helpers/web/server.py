@@ -24,8 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from .config import TEXT_MODELS, TextimgError
-from .service import HOST, free_port, port_open
+from ..config import TEXT_MODELS, TextimgError
+from ..service import HOST, free_port, port_open
 
 DEFAULT_PORT = 8866  # Voilà's own default
 START_TIMEOUT = 60.0
