@@ -507,6 +507,8 @@ def add_collection_commands(sub, common) -> None:
 
 def add_app_command(sub) -> None:
     """``app``: the search page; it takes the session's options, not the index options."""
+    from .app_server import DEFAULT_PORT  # the standard library only: the parser stays quick to build
+
     p = sub.add_parser("app", help="serve a search page on 127.0.0.1 (Voila): search, more like this, "
                                    "index a folder, near-duplicates", description=APP_HELP)
     p.add_argument("--uri", help="Milvus URI: a Milvus Lite file (default data/milvus.db) or http://host:19530")
@@ -515,7 +517,8 @@ def add_app_command(sub) -> None:
     p.add_argument("--device", help="cpu, cuda, mps (default: auto)")
     p.add_argument("--profile", choices=["auto", "clip", "shapes"], help="overrides TEXTIMG_PROFILE")
     p.add_argument("--text-model", help=TEXT_MODEL_HELP)
-    p.add_argument("--port", type=int, default=8866, help="port on 127.0.0.1 (default 8866; 0: any free port)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT,
+                   help=f"port on 127.0.0.1 (default {DEFAULT_PORT}; 0: any free port)")
     p.add_argument("--token", help="the page's token (default: a new random one each run, printed in its "
                                    "address; other users of the machine see a --token given here in ps)")
     p.add_argument("--cull-idle", type=float, default=300.0, metavar="SECONDS",

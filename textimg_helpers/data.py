@@ -12,7 +12,6 @@ import io
 import os
 import re
 import shutil
-import socket
 import stat
 import threading
 import time
@@ -33,7 +32,7 @@ else:
     register_heif_opener()
     HEIF_SUPPORT = True
 
-from .config import TextimgError
+from .config import TextimgError, resolved_path
 from .shapes import generate_shapes
 
 HEIF_EXTENSIONS = {".heic", ".heif"}  # iPhone photos: pillow-heif (a base dependency)
@@ -50,12 +49,6 @@ DATASET_URL = "https://github.com/towhee-io/examples/releases/download/data/reve
 DATASET_DIR = "reverse_image_search"
 
 
-def folder_root(folder: str | os.PathLike) -> Path:
-    """The real absolute path of ``folder`` (``~``, ``..`` and symlinks resolved), so that one folder has
-    one spelling in the collection however it is typed."""
-    return Path(folder).expanduser().resolve()
-
-
 def list_image_paths(folder: str | os.PathLike, include_hidden: bool = False,
                      exclude: tuple[str, ...] = ()) -> list[Path]:
     """Every image file under ``folder``, sorted, under its real path: nested folders, linked folders
@@ -63,7 +56,7 @@ def list_image_paths(folder: str | os.PathLike, include_hidden: bool = False,
     ``x.jpg`` left out. Unless ``include_hidden``, files and folders whose name starts with ``.`` and
     ``SYSTEM_FOLDERS`` are left out; so are the paths (relative to ``folder``, with ``/``) that match
     one of the ``exclude`` globs (a folder that matches, with all it holds)."""
-    root = folder_root(folder)
+    root = resolved_path(folder)
     if not root.is_dir():
         raise TextimgError(f"folder not found: {folder}" if not root.exists() else f"not a folder: {folder}")
     inside, seen_dirs, paths = str(root) + os.sep, set(), []
@@ -463,12 +456,3 @@ def extract(archive: Path, target: Path) -> None:
     shutil.rmtree(target, ignore_errors=True)
     source.replace(target)
     shutil.rmtree(tmp, ignore_errors=True)
-
-
-def host_reachable(host: str, port: int = 443, timeout: float = 3.0) -> bool:
-    """True when a TCP connection to ``host:port`` opens within ``timeout`` seconds."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False

@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import numpy as np
 from pymilvus import MilvusException
 
-from .config import TextimgError
-from .data import (IMAGE_EXTENSIONS, check_image, folder_root, label_for, list_image_paths, load_image, pixels,
+from .config import TextimgError, resolved_path
+from .data import (IMAGE_EXTENSIONS, check_image, label_for, list_image_paths, load_image, pixels,
                    raw_pair)
 from .milvus import check_writable
-from .service import WriteFailed
+from .service.client import WriteFailed
 from .store import (check_collection, count_rows, create_collection, fetch_file_stats, file_metadata, folder_filter,
                     has_metadata, metadata_missing_message, path_id, rows_under, upgrade_collection, upsert_rows)
 
@@ -138,7 +138,7 @@ def plan_ingestion(client, collection_name: str, folder: str | os.PathLike, mode
     """List the images under ``folder`` and keep those not indexed with the same size and mtime; with
     ``remove_missing``, also find the rows of files under ``folder`` that are not there any more (or
     no longer listed: hidden, excluded, a RAW file whose JPEG came beside it)."""
-    root = folder_root(folder)
+    root = resolved_path(folder)
     files, skipped = stat_files(root, include_hidden, exclude)
     if not files and not skipped:
         raise TextimgError(f"no images in {folder} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))}, "
