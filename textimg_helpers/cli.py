@@ -16,7 +16,7 @@ import unicodedata
 import warnings
 from pathlib import Path
 
-from .config import Settings, TextimgError, default_collection, error_text
+from .config import Settings, TextimgError, default_collection, error_text, resolved_path
 from .session import Session
 
 DEMO_QUERIES = {"clip": "a white dog", "shapes": "a red circle"}
@@ -342,33 +342,34 @@ def cmd_serve(args) -> int:
     """Run the shared Milvus Lite service of a file in the foreground, or show or stop it."""
     import psutil
 
-    from . import service
     from .milvus import is_lite
+    from .service.client import read_state, service_uri, spawn_service, start_lock, stop_service, terminate
+    from .service.files import available
 
     uri = args.uri or Settings.from_env().uri
     if not is_lite(uri):
         raise TextimgError(f"textimg serve shares a Milvus Lite file; {uri} is a server URI, already shared")
-    if not service.available():
+    if not available():
         raise TextimgError("the shared service needs Milvus Lite 2.5 (Linux, macOS); here each process "
                            "opens the file itself, one at a time")
-    db = service.db_path(uri)
+    db = resolved_path(uri)
     if args.status or args.stop:
-        state = service.stop_service(db) if args.stop else service.read_state(db)
+        state = stop_service(db) if args.stop else read_state(db)
         if state is None:
             print(f"no service for {db}")
             return 0 if args.stop else 3
-        print(f"{'stopped' if args.stop else 'serving'} {db} at {service.service_uri(state)} (pid {state['pid']})")
+        print(f"{'stopped' if args.stop else 'serving'} {db} at {service_uri(state)} (pid {state['pid']})")
         return 0
-    with service.start_lock(db):
-        if (state := service.read_state(db)) is not None:
-            raise TextimgError(f"{db} is already served at {service.service_uri(state)} (pid {state['pid']}): "
+    with start_lock(db):
+        if (state := read_state(db)) is not None:
+            raise TextimgError(f"{db} is already served at {service_uri(state)} (pid {state['pid']}): "
                                "textimg serve --stop first to serve it here")
-        state, child = service.spawn_service(db, uri, args.idle or 0.0, detach=False)
-    print(f"serving {db} at {service.service_uri(state)}", flush=True)
+        state, child = spawn_service(db, uri, args.idle or 0.0, detach=False)
+    print(f"serving {db} at {service_uri(state)}", flush=True)
     try:
         child.wait()
     except KeyboardInterrupt:
-        service.terminate([psutil.Process(child.pid)])
+        terminate([psutil.Process(child.pid)])
     say(f"stopped serving {db}")
     return 0
 

@@ -8,6 +8,7 @@ buffers the rows, upserts them, deletes the rows of files gone or broken, and fl
 
 from __future__ import annotations
 
+import contextvars
 import os
 import queue
 import sys
@@ -295,7 +296,9 @@ class Writer:
             self.created.set_result(None)
             return
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="textimg-create")
-        self.created = self._pool.submit(create_collection, self.client, self.collection_name, dim, model)
+        # in this context: pymilvus' logging stays as the caller set it (``milvus.pymilvus_log_level``)
+        self.created = self._pool.submit(contextvars.copy_context().run, create_collection, self.client,
+                                         self.collection_name, dim, model)
 
     def skip(self, info: FileInfo, reason: str) -> None:
         """Record a file that cannot be read. A changed file that is now unreadable also loses its row,
