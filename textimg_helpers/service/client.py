@@ -37,7 +37,7 @@ import psutil
 from ..config import Settings, TextimgError, last_line, resolved_path
 from .files import (CHECK_EVERY, START_TIMEOUT, cannot_write, fcntl, file_id, lite_file_in_use, lite_in_use_message,
                     load_state, log_file, open_log, process_start_time, socket_answers, socket_path,
-                    start_lock_file, state_file)
+                    start_lock_file)
 
 SERVICE_MODULE = "textimg_helpers.service.process"  # ``python -m SERVICE_MODULE DB --idle SECONDS``
 LITE_NAME = re.compile(r"[a-zA-Z0-9.\-_]{1,36}")  # the file names Milvus Lite 2.5 opens (milvus_lite/server.py)

@@ -31,6 +31,18 @@ from .files import (CHECK_EVERY, START_TIMEOUT, cannot_write, engine_lock, fcntl
 log = logging.getLogger(__name__)
 
 
+def _binary_of(db: Path, socket: Path):
+    """Milvus Lite's ``Server`` for ``db`` (it checks the file name), used only for its public ``init``,
+    ``milvus_bin`` and ``log_level``: never started nor stopped, and its ``__del__``, which stops it and
+    so would try to remove its lock path (the folder of ``take_lock_path``), does nothing."""
+
+    class Binary(lite_server_class()):
+        def __del__(self):
+            pass
+
+    return Binary(str(db), address=f"unix:{socket}")
+
+
 class _LiteServer:
     """Milvus Lite's server binary on a Unix socket of ``run_dir``, holding the engine lock inside the
     folder that replaces Milvus Lite's lock file; the binary exits once that lock is released, so it
@@ -48,7 +60,8 @@ class _LiteServer:
         self.lock_fd: int | None = None
         with contextlib.suppress(FileNotFoundError):
             self.socket.unlink()  # a dead service's socket
-        self.lite = lite_server_class()(str(db), address=f"unix:{self.socket}")  # it checks the file name
+        self.lite = _binary_of(db, self.socket)
+
 
     def start(self) -> None:
         take_lock_path(self.db)
