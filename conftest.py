@@ -26,7 +26,7 @@ def pytest_configure(config):
 
 
 def pytest_unconfigure(config):
-    from textimg_helpers.service import stop_services_under
+    from textimg_helpers.service.client import stop_services_under
 
     stop_services_under(_DATA_DIR)  # the notebooks' (nbval's kernels are gone, their service is not)
     shutil.rmtree(_DATA_DIR, ignore_errors=True)

@@ -102,8 +102,8 @@ def cli_seconds(uri: str, collection: str) -> tuple[float, str]:
 
 def bench_size(n: int, args) -> None:
     from textimg_helpers.duplicates import find_duplicates, group_rows, read_vectors
-    from textimg_helpers.service import stop_services_under
-    from textimg_helpers.store import connect
+    from textimg_helpers.service.client import stop_services_under
+    from textimg_helpers.milvus import connect
 
     data, truth = planted_vectors(n)
     print(f"\n== {n:,} vectors ({len(truth):,} planted near-copy pairs), threshold {THRESHOLD}", flush=True)

@@ -107,7 +107,7 @@ def main() -> None:
     from milvus_lite.server_manager import server_manager_instance
     from textimg_helpers.encoders import set_precision
     from textimg_helpers.ingest import default_workers, index_folder
-    from textimg_helpers.store import connect
+    from textimg_helpers.milvus import connect
 
     default_threads = torch.get_num_threads()
     paths = image_paths(args.images, args.n)

@@ -60,7 +60,7 @@ def child(images: str, n: int, batch_size: int) -> None:
     import resource
 
     from textimg_helpers.ingest import index_folder
-    from textimg_helpers.store import connect
+    from textimg_helpers.milvus import connect
 
     paths = image_paths(images, n)
     encoder = load_random_encoder()

@@ -47,7 +47,8 @@ def bench_text(args) -> None:
     from textimg_helpers.encoders import encode_queries
     from textimg_helpers.ingest import index_folder
     from textimg_helpers.search import search_by_text
-    from textimg_helpers.store import connect, search_by_vector
+    from textimg_helpers.milvus import connect
+    from textimg_helpers.store import search_by_vector
 
     paths = image_paths(args.images)
     encoder = load_random_encoder()
@@ -88,13 +89,13 @@ def compare_transports(client, db, encoder, queries) -> dict[str, tuple[list, li
     this process (as the tutorial opens it), on a copy of the same file, query by query."""
     import shutil
 
-    from textimg_helpers import service
     from textimg_helpers.encoders import encode_queries
     from textimg_helpers.milvus import _connect_in_process
     from textimg_helpers.search import search_by_text
+    from textimg_helpers.service.client import stop_service
     from textimg_helpers.store import search_by_vector
 
-    service.stop_service(db)  # the file is closed, whole: copy it
+    stop_service(db)  # the file is closed, whole: copy it
     shutil.copy(db, db.with_name("copy.db"))
     own = _connect_in_process(str(db.with_name("copy.db")))
     clients = {"service": client, "in process": own}
@@ -107,7 +108,7 @@ def compare_transports(client, db, encoder, queries) -> dict[str, tuple[list, li
                 times["search_by_text"][i].append(timed(search_by_text, clients[name], "bench", encoder, query)[1])
                 times["Milvus search top 10"][i].append(timed(search_by_vector, clients[name], "bench", embs, 10)[1])
     client.close()
-    service.stop_service(db)
+    stop_service(db)
     return times
 
 
@@ -199,7 +200,8 @@ def bench_vectors(args) -> None:
 
 def bench_one(args, kind: str, data: np.ndarray, queries: np.ndarray) -> None:
     """Insert ``data`` once, then time every index configuration against exact numpy search."""
-    from textimg_helpers.store import INDEX_PARAMS, SEARCH_PARAMS, connect
+    from textimg_helpers.milvus import connect
+    from textimg_helpers.store import INDEX_PARAMS, SEARCH_PARAMS
 
     truth, numpy_times = exact_top10(data, queries)
     p50, p95 = percentiles(numpy_times)

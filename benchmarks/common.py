@@ -40,7 +40,7 @@ def image_paths(folder: str | os.PathLike, n: int | None = None, seed: int = 0) 
 @contextmanager
 def temp_dir(prefix: str = "textimg-bench-"):
     """A temporary folder under /tmp, removed afterwards with the services of its Milvus Lite files."""
-    from textimg_helpers.service import stop_services_under
+    from textimg_helpers.service.client import stop_services_under
 
     path = Path(tempfile.mkdtemp(prefix=prefix))
     try:

@@ -64,7 +64,7 @@ def draw_result_grid(path: Path) -> Path:
     """The top 10 for "a red circle" in the shapes profile, drawn by ``viz.show_results``, 5 x 2."""
     from textimg_helpers.config import Settings
     from textimg_helpers.search import search_by_text
-    from textimg_helpers.service import stop_services_under
+    from textimg_helpers.service.client import stop_services_under
     from textimg_helpers.session import Session
     from textimg_helpers.viz import show_results
 

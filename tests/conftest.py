@@ -28,7 +28,8 @@ from PIL import Image
 
 from textimg_helpers import config
 from textimg_helpers.cli import main
-from textimg_helpers.service import stop_services_under
+from textimg_helpers.milvus import PYMILVUS_LOGGERS
+from textimg_helpers.service.client import is_service_of, stop_services_under
 from textimg_helpers.shapes import COLOURS, generate_shapes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,7 +37,6 @@ RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)
 SHAPES_COLLECTION = "textimg_shapes_clip"  # the default collection of the shapes model
 # pymilvus' loggers as a fresh Python has them (nothing has run yet): tests that look at what pymilvus
 # logs start from these levels, not from whatever an earlier test left.
-PYMILVUS_LOGGERS = ("pymilvus", "pymilvus.decorators", "pymilvus.milvus_client")
 PYMILVUS_LEVELS = {name: logging.getLogger(name).level for name in PYMILVUS_LOGGERS}
 
 
@@ -90,8 +90,8 @@ def indexed(tmp_path_factory, shapes_encoder) -> Indexed:
 # --- no Milvus process outlives the test that started it -----------------------------------------------
 
 def is_milvus(cmdline: list[str]) -> bool:
-    """Milvus Lite's (or the embedded server's) ``milvus`` binary, or our ``textimg_helpers.service``."""
-    return bool(cmdline) and (Path(cmdline[0]).name == "milvus" or "textimg_helpers.service" in cmdline)
+    """Milvus Lite's (or the embedded server's) ``milvus`` binary, or our ``textimg_helpers.service.process``."""
+    return bool(cmdline) and (Path(cmdline[0]).name == "milvus" or is_service_of(cmdline))
 
 
 def milvus_processes(*folders) -> list[psutil.Process]:

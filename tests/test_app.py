@@ -270,7 +270,7 @@ def read_lines(stream) -> queue.Queue:
 
 def start_app(tmp_path: Path, *options) -> tuple[subprocess.Popen, queue.Queue, queue.Queue, int]:
     """``textimg app --uri milvus.db --port N OPTIONS`` started as a user starts it, in ``tmp_path``."""
-    from textimg_helpers.service import free_port
+    from textimg_helpers.config import free_port
 
     port = free_port()
     env = {**os.environ, "TEXTIMG_PROFILE": "shapes", "TEXTIMG_DATA_DIR": str(tmp_path / "data")}

@@ -40,7 +40,7 @@ pytestmark = [
 @pytest.fixture
 def jupyterlab(tmp_path):
     """``(url, token)`` of a JupyterLab serving a copy of the notebooks (the copies get the outputs)."""
-    from textimg_helpers.service import free_port
+    from textimg_helpers.config import free_port
 
     root = tmp_path / "notebooks"
     root.mkdir()

@@ -157,7 +157,7 @@ def test_pivots_step_aside_where_they_cannot_help():
 def test_stored_vectors_are_read_page_by_page_and_stay_with_their_rows(planted, shapes_encoder):
     from textimg_helpers.data import load_image
     from textimg_helpers.duplicates import read_vectors
-    from textimg_helpers.store import connect
+    from textimg_helpers.milvus import connect
 
     uri, images = planted
     client = connect(uri)

@@ -14,7 +14,8 @@ import pytest
 
 from conftest import PYMILVUS_LEVELS, SHAPES_COLLECTION, run_cli, square
 from textimg_helpers.config import Settings
-from textimg_helpers.store import connect, create_collection
+from textimg_helpers.milvus import connect
+from textimg_helpers.store import create_collection
 
 
 def assert_error(run, *fragments, code: int = 1) -> None:

@@ -119,7 +119,7 @@ def test_evaluate_in_a_language_asks_the_encoder_for_that_languages_queries(tmp_
     from textimg_helpers.evaluate import evaluate
     from textimg_helpers.ingest import index_folder
     from textimg_helpers.languages import query_for
-    from textimg_helpers.store import connect
+    from textimg_helpers.milvus import connect
 
     class Recording:
         """The shapes encoder, noting every text it is asked to encode."""

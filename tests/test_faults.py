@@ -18,11 +18,13 @@ import psutil
 import pytest
 
 from conftest import run_textimg, shapes_folder, textimg_command, wait_for
-from textimg_helpers import service
+from textimg_helpers.config import resolved_path
 from textimg_helpers.milvus import connect
+from textimg_helpers.service.client import read_state, services_of, stop_service, stop_services_under
+from textimg_helpers.service.files import available, log_file
 from textimg_helpers.store import count_rows
 
-pytestmark = pytest.mark.skipif(not service.available(), reason="no Milvus Lite 2.5 server on this platform")
+pytestmark = pytest.mark.skipif(not available(), reason="no Milvus Lite 2.5 server on this platform")
 
 COLLECTION = "textimg_shapes_clip"
 ENV = {"TEXTIMG_BF16": "0"}  # the same vectors on every CPU
@@ -40,7 +42,7 @@ def start_index(folder: Path, db: Path) -> subprocess.Popen:
 
 def rows_now(db: Path, at_least: int) -> bool:
     """True once the file's service holds at least ``at_least`` rows of the collection."""
-    state = service.read_state(service.db_path(db))
+    state = read_state(resolved_path(db))
     if state is None:
         return False
     client = connect(str(db))
@@ -52,7 +54,7 @@ def rows_now(db: Path, at_least: int) -> bool:
 
 def stats_rows(db: Path) -> int:
     """What ``textimg stats`` says, after the service stopped: the rows the file itself holds."""
-    service.stop_service(db)
+    stop_service(db)
     run = run_textimg("stats", "--uri", db)
     assert run.code == 0, run.err
     return int(run.out.split()[0].removeprefix("rows="))
@@ -85,7 +87,7 @@ def small_disk(folder: Path, size: str = "4m"):
     try:
         yield folder
     finally:
-        service.stop_services_under(folder)
+        stop_services_under(folder)
         subprocess.run(["umount", "-l", str(folder)], check=True)
 
 
@@ -136,7 +138,7 @@ def test_an_unwritable_database_file_is_searched_but_not_indexed_into(tmp_path):
     folder = shapes_folder(tmp_path / "shapes", per_class=1)
     db = tmp_path / "m.db"
     assert run_textimg(*index_args(folder, db), env=ENV).code == 0
-    service.stop_service(db)
+    stop_service(db)
     (folder / "new.png").write_bytes((folder / "red_circle_0000.png").read_bytes())
     with immutable(db):
         found = run_textimg("search", "a red circle", "--uri", db, "-k", "1", env=ENV)
@@ -153,9 +155,9 @@ def test_a_read_only_folder_is_one_line_that_names_the_fix_and_its_service_stops
     assert run_textimg(*index_args(folder, db), env=ENV).code == 0
     with immutable(db.parent):
         assert run_textimg("search", "a red circle", "--uri", db, env=ENV).code == 0  # its service runs
-        service.stop_service(db)  # stopping it in a read-only folder
-        wait_for(lambda: not service.services_of(service.db_path(db)), what="the service to stop")
-        log = service.log_file(service.db_path(db)).read_text()
+        stop_service(db)  # stopping it in a read-only folder
+        wait_for(lambda: not services_of(resolved_path(db)), what="the service to stop")
+        log = log_file(resolved_path(db)).read_text()
         assert "Traceback" not in log, log
         refused = run_textimg("search", "a red circle", "--uri", db, env=ENV)
         assert refused.code == 1 and "Traceback" not in refused.err
@@ -168,7 +170,7 @@ def test_a_deleted_database_is_never_answered_from(tmp_path):
     db = tmp_path / "m.db"
     assert run_textimg(*index_args(folder, db), env=ENV).summary["total"] == 80
     held = connect(str(db))  # a client held across the deletion (a notebook's panel)
-    old = service.read_state(service.db_path(db))
+    old = read_state(resolved_path(db))
     db.unlink()
     gone = run_textimg("stats", "--uri", db, env=ENV)
     assert gone.code == 1 and gone.last_err.startswith(f"textimg: error: no Milvus Lite file at {db}")
@@ -184,7 +186,7 @@ def test_a_replaced_database_is_served_as_the_file_now_is(tmp_path):
     small, large = shapes_folder(tmp_path / "small", per_class=1), shapes_folder(tmp_path / "large", per_class=2)
     db, other = tmp_path / "m.db", tmp_path / "other.db"
     assert run_textimg(*index_args(large, other), env=ENV).summary["total"] == 80
-    service.stop_service(other)
+    stop_service(other)
     assert run_textimg(*index_args(small, db), env=ENV).summary["total"] == 40  # its service keeps running
     shutil.copy(other, tmp_path / "copy.db")
     os.replace(tmp_path / "copy.db", db)  # a restore from backup, under the running service
@@ -197,7 +199,7 @@ def test_killing_the_milvus_binary_during_index_is_retried_without_a_false_in_us
     db = tmp_path / "m.db"
     run = start_index(folder, db)
     wait_for(lambda: rows_now(db, 16), timeout=120, what="the first rows")
-    pid = service.read_state(service.db_path(db))["pid"]
+    pid = read_state(resolved_path(db))["pid"]
     binaries = [p for p in psutil.Process(pid).children() if Path(p.exe()).name == "milvus"]
     assert len(binaries) == 1
     binaries[0].send_signal(signal.SIGKILL)

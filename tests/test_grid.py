@@ -11,7 +11,7 @@ from PIL import Image
 
 from conftest import SHAPES_COLLECTION, shape_colour
 from textimg_helpers.search import search_by_text
-from textimg_helpers.store import connect
+from textimg_helpers.milvus import connect
 from textimg_helpers.viz import show_results
 
 QUERIES = ["a red circle", "a green square", "a blue triangle", "a yellow star", "an orange cross",

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import ROOT, shapes_folder, textimg_command
 from textimg_helpers.config import SHAPES_MODEL_NAME, default_collection
-from textimg_helpers.store import connect
+from textimg_helpers.milvus import connect
 
 N_IMAGES = 160  # 4 per class
 

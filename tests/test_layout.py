@@ -14,29 +14,50 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "textimg_helpers"
 MAX_LINES = 40  # a function's lines from ``def`` to its last line, its docstring not counted
 # Settings and the database layer come before the model: they never import what joins or follows it.
+# A room (a sub-package, ``service``) counts as one: ``service.client`` is in ``service``.
 BEFORE_THE_MODEL = {"config", "hits", "service", "milvus", "store"}
 MODEL_AND_AFTER = {"encoders", "multilingual", "search", "ingest", "evaluate", "duplicates",
                    "viz", "widgets", "session", "cli"}
+SERVICE_PROCESS = "service.process"  # started as a command (``python -m``): no other module imports it
 
 
-def imported_modules(path: Path, modules: set[str]) -> set[str]:
-    """The package's modules that ``path`` imports, anywhere in it."""
+def module_name(path: Path, package: Path) -> str:
+    """``cli`` for ``package/cli.py``, ``service.client`` for ``package/service/client.py``, ``service``
+    for ``package/service/__init__.py`` (the package's own ``__init__.py`` is ``__init__``)."""
+    parts = path.relative_to(package).with_suffix("").parts
+    if parts[-1] == "__init__" and len(parts) > 1:
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def imported_modules(path: Path, modules: set[str], name: str = "") -> set[str]:
+    """The package's modules that ``path`` (the module ``name``) imports, anywhere in it: ``from .x
+    import y`` names ``x``, or ``x.y`` when that is a module; ``from ..config`` in a sub-package names
+    ``config``."""
+    here = name.split(".")[:-1] if path.name != "__init__.py" else name.split(".")
     found = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom):
-            if node.level == 1 or (node.module or "").split(".")[0] == PACKAGE.name:
-                parts = (node.module or "").split(".")[0 if node.level else 1:]
-                found |= {parts[0]} if parts and parts[0] else {alias.name for alias in node.names}
+            if node.level:
+                base = here[:len(here) - (node.level - 1)] if node.level > 1 else here
+                target = base + (node.module.split(".") if node.module else [])
+            elif (node.module or "").split(".")[0] == PACKAGE.name:
+                target = node.module.split(".")[1:]
+            else:
+                continue
+            found.add(".".join(target))
+            found |= {".".join(target + [alias.name]) for alias in node.names}
         elif isinstance(node, ast.Import):
-            found |= {alias.name.split(".")[1] for alias in node.names
-                      if alias.name.startswith(PACKAGE.name + ".")}
+            for alias in node.names:
+                parts = alias.name.split(".")
+                found |= {".".join(parts[1:i]) for i in range(2, len(parts) + 1) if parts[0] == PACKAGE.name}
     return found & modules
 
 
 def import_graph(package: Path) -> dict[str, set[str]]:
-    """``{module: modules it imports}`` for every module of ``package``."""
-    modules = {path.stem for path in package.glob("*.py")}
-    return {path.stem: imported_modules(path, modules) - {path.stem} for path in sorted(package.glob("*.py"))}
+    """``{module: modules it imports}`` for every module of ``package``, its sub-packages' too."""
+    paths = {module_name(path, package): path for path in sorted(package.rglob("*.py"))}
+    return {name: imported_modules(path, set(paths), name) - {name} for name, path in sorted(paths.items())}
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -61,23 +82,26 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def backward_arrows(graph: dict[str, set[str]]) -> list[str]:
     """Arrows that run against the flow: settings importing any module of the package, ``hits``
-    importing anything, the database layer importing the model or what joins it to the database."""
+    importing anything, the database layer (a room of it: every module of ``service``) importing the
+    model or what joins it to the database, any module importing the service process."""
     wrong = [f"config -> {m}" for m in sorted(graph.get("config", ()))]
     wrong += [f"hits -> {m}" for m in sorted(graph.get("hits", ()))]
-    for module in sorted(BEFORE_THE_MODEL & set(graph)):
-        wrong += [f"{module} -> {m}" for m in sorted(graph[module] & MODEL_AND_AFTER)]
+    for module in sorted(m for m in graph if m.split(".")[0] in BEFORE_THE_MODEL):
+        wrong += [f"{module} -> {m}" for m in sorted(graph[module]) if m.split(".")[0] in MODEL_AND_AFTER]
+    wrong += [f"{module} -> {SERVICE_PROCESS}" for module in sorted(graph) if SERVICE_PROCESS in graph[module]]
     return wrong
 
 
 def long_functions(package: Path, limit: int = MAX_LINES) -> list[str]:
-    """``module.py:line name (n lines)`` for each function or method longer than ``limit`` lines."""
+    """``module.py:line name (n lines)`` for each function or method longer than ``limit`` lines
+    (``service/client.py:...`` in a sub-package)."""
     found = []
-    for path in sorted(package.glob("*.py")):
+    for path in sorted(package.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 lines = node.end_lineno - node.lineno + 1 - docstring_lines(node)
                 if lines > limit:
-                    found.append(f"{path.name}:{node.lineno} {node.name} ({lines} lines)")
+                    found.append(f"{path.relative_to(package).as_posix()}:{node.lineno} {node.name} ({lines} lines)")
     return found
 
 
@@ -96,7 +120,9 @@ def test_the_imports_of_the_package_have_no_cycle():
 
 def test_settings_and_the_database_import_nothing_downstream():
     graph = import_graph(PACKAGE)
-    assert {"config", "store", "milvus", "service", "hits", "encoders", "search"} <= set(graph)
+    assert {"config", "store", "milvus", "service", "service.files", "service.client", "service.process", "hits",
+            "encoders", "search"} <= set(graph)
+    assert "service.process" not in graph["service.client"] | graph["service.files"] | graph["milvus"]
     assert backward_arrows(graph) == []
 
 
@@ -113,8 +139,10 @@ def test_no_function_is_longer_than_40_lines():
 # The checks themselves, against packages that break each rule ---------------------------------------
 
 def write_package(folder: Path, modules: dict[str, str]) -> Path:
+    """``{"store": source, "room/__init__": source, ...}`` written as ``folder/store.py``..."""
     folder.mkdir()
     for name, source in modules.items():
+        (folder / f"{name}.py").parent.mkdir(parents=True, exist_ok=True)
         (folder / f"{name}.py").write_text(textwrap.dedent(source))
     return folder
 
@@ -136,3 +164,23 @@ def test_the_checks_find_a_cycle_a_backward_arrow_and_a_long_function(tmp_path):
     assert long_functions(package) == ["encoders.py:3 encode (41 lines)"]
     assert backward_arrows({**graph, "config": {"data"}, "hits": {"config"}}) == [
         "config -> data", "hits -> config", "store -> encoders"]
+
+
+def test_the_checks_see_into_a_sub_package(tmp_path):
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_LINES))
+    package = write_package(tmp_path / "pkg", {
+        "config": "import os\n",
+        "milvus": "from .service.client import connect\nfrom .service import files\n",
+        "service/__init__": '"""The room."""\n',
+        "service/files": "from ..config import X\n",
+        "service/client": "from .files import run_dir\nfrom .. import encoders\nfrom .process import main\n",
+        "service/process": f'import textimg_helpers.service.files\n\ndef main():\n    """Doc."""\n{body}\n',
+        "encoders": "from .config import X\n",
+    })
+    graph = import_graph(package)
+    assert graph == {"config": set(), "encoders": {"config"}, "milvus": {"service", "service.client", "service.files"},
+                     "service": set(), "service.files": {"config"},
+                     "service.client": {"service.files", "encoders", "service.process"},
+                     "service.process": {"service", "service.files"}}
+    assert backward_arrows(graph) == ["service.client -> encoders", "service.client -> service.process"]
+    assert long_functions(package) == ["service/process.py:3 main (41 lines)"]

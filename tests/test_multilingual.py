@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import html
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from textimg_helpers.config import Settings, TextimgError
-from textimg_helpers.store import connect, create_collection, upsert_rows, path_id
+from textimg_helpers.milvus import connect
+from textimg_helpers.store import create_collection, upsert_rows, path_id
 
 pytest.importorskip("sentence_transformers", reason="sentence-transformers is not installed: "
                     "pip install 'textimg-helpers[multilingual]'")

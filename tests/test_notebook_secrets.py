@@ -10,7 +10,6 @@ import json
 import socket
 
 import nbformat
-import pytest
 from nbclient import NotebookClient
 
 from conftest import ROOT

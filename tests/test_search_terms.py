@@ -15,7 +15,7 @@ from test_errors import assert_error
 from textimg_helpers.search import (Term, combine_vectors, describe_terms, parse_expression, parse_term,
                                      search_by_terms)
 from textimg_helpers.config import TextimgError
-from textimg_helpers.store import connect
+from textimg_helpers.milvus import connect
 from textimg_helpers.widgets import SearchPanel
 
 

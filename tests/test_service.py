@@ -4,24 +4,22 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import psutil
 import pytest
 
 from conftest import run_textimg, shapes_folder, textimg_command, wait_for
-from textimg_helpers import service
-from textimg_helpers.service import services_of
-from textimg_helpers.config import TextimgError
+from textimg_helpers.config import TextimgError, resolved_path
 from textimg_helpers.milvus import connect
+from textimg_helpers.service.client import read_state, services_of, stop_service
+from textimg_helpers.service.files import available, socket_path, state_file
 from textimg_helpers.store import count_rows
 
-pytestmark = pytest.mark.skipif(not service.available(), reason="no Milvus Lite 2.5 server on this platform")
+pytestmark = pytest.mark.skipif(not available(), reason="no Milvus Lite 2.5 server on this platform")
 
 
 def test_two_processes_use_one_file_at_once(tmp_path):
@@ -40,18 +38,18 @@ def test_a_stale_state_file_is_replaced(tmp_path):
     db = tmp_path / "m.db"
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    stale = {"pid": dead.pid, "socket": str(service.socket_path(db)), "started": 1.0, "db": str(db)}
-    service.state_file(db).write_text(json.dumps(stale))
+    stale = {"pid": dead.pid, "socket": str(socket_path(db)), "started": 1.0, "db": str(db)}
+    state_file(db).write_text(json.dumps(stale))
     client = connect(str(db))
     client.create_collection("c", dimension=4)
-    state = json.loads(service.state_file(db).read_text())
+    state = json.loads(state_file(db).read_text())
     assert state["pid"] != dead.pid and client.list_collections() == ["c"]
     # a reboot: the pid is alive again but is another process (its start time differs)
-    service.state_file(db).write_text(json.dumps({**state, "pid": os.getpid()}))
+    state_file(db).write_text(json.dumps({**state, "pid": os.getpid()}))
     try:
-        assert service.read_state(db) is None
+        assert read_state(db) is None
     finally:
-        service.state_file(db).write_text(json.dumps(state))  # the real one again: the service can be stopped
+        state_file(db).write_text(json.dumps(state))  # the real one again: the service can be stopped
 
 
 def test_two_processes_starting_at_once_get_one_service(tmp_path):
@@ -63,8 +61,8 @@ def test_two_processes_starting_at_once_get_one_service(tmp_path):
     time.sleep(2)  # all three imported and waiting
     go.touch()
     uris = {starter.communicate(timeout=120)[0].strip() for starter in starters}
-    (proc,) = services_of(service.db_path(db))
-    assert uris == {f"unix:{service.socket_path(service.db_path(db), proc.pid)}"}
+    (proc,) = services_of(resolved_path(db))
+    assert uris == {f"unix:{socket_path(resolved_path(db), proc.pid)}"}
 
 
 def test_the_service_listens_on_a_private_socket_and_no_port(tmp_path):
@@ -73,10 +71,10 @@ def test_the_service_listens_on_a_private_socket_and_no_port(tmp_path):
     (proc,) = services_of(db)
     procs = [proc, *proc.children(recursive=True)]
     assert not [c for p in procs for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
-    sock = service.socket_path(service.db_path(db), proc.pid)
+    sock = socket_path(resolved_path(db), proc.pid)
     assert str(sock) in {c.laddr for p in procs for c in p.net_connections(kind="unix")}
     assert oct(sock.parent.stat().st_mode & 0o777) == "0o700" and sock.parent.stat().st_uid == os.getuid()
-    assert oct(service.state_file(service.db_path(db)).stat().st_mode & 0o777) == "0o600"
+    assert oct(state_file(resolved_path(db)).stat().st_mode & 0o777) == "0o600"
 
 
 def test_idle_service_stops_and_a_client_starts_a_new_one(tmp_path):
@@ -84,12 +82,12 @@ def test_idle_service_stops_and_a_client_starts_a_new_one(tmp_path):
     client = connect(str(db), idle=1.5)
     client.create_collection("c", dimension=4)
     client.insert("c", [{"id": 1, "vector": [1, 0, 0, 0]}])
-    first = service.read_state(db)
+    first = read_state(db)
     client.close()  # no client left: the service stops after 1.5 s
     wait_for(lambda: not services_of(db), what="the idle exit")
-    assert not service.state_file(db).exists()
+    assert not state_file(db).exists()
     again = connect(str(db), idle=1.5)
-    assert count_rows(again, "c") == 1 and service.read_state(db)["pid"] != first["pid"]
+    assert count_rows(again, "c") == 1 and read_state(db)["pid"] != first["pid"]
 
 
 def test_a_held_client_outlives_its_service(tmp_path):
@@ -98,10 +96,10 @@ def test_a_held_client_outlives_its_service(tmp_path):
     client = connect(str(db))
     client.create_collection("c", dimension=4)
     client.insert("c", [{"id": 1, "vector": [1, 0, 0, 0]}])
-    os.kill(service.read_state(db)["pid"], signal.SIGKILL)
+    os.kill(read_state(db)["pid"], signal.SIGKILL)
     wait_for(lambda: not services_of(db), what="the killed service to go")
     assert count_rows(client, "c") == 1
-    assert service.stop_service(db) is not None
+    assert stop_service(db) is not None
     assert client.search("c", [[1, 0, 0, 0]], limit=1)[0][0]["id"] == 1
 
 
@@ -112,7 +110,7 @@ def test_serve_status_and_stop(tmp_path):
     try:
         line = serve.stdout.readline().strip()
         (child,) = psutil.Process(serve.pid).children()
-        address = f"unix:{service.socket_path(service.db_path(db), child.pid)}"
+        address = f"unix:{socket_path(resolved_path(db), child.pid)}"
         assert line == f"serving {db} at {address}"
         client = connect(str(db))
         assert client.service_uri == address  # a client uses the service that runs in the foreground
@@ -130,7 +128,7 @@ def test_serve_status_and_stop(tmp_path):
     connect(str(db))  # a background one now
     stop = run_textimg("serve", "--stop", "--uri", db)
     assert stop.code == 0 and stop.out.startswith(f"stopped {db} at unix:")
-    assert not services_of(db) and not service.state_file(db).exists()
+    assert not services_of(db) and not state_file(db).exists()
 
 
 def test_a_file_held_by_another_program_gets_the_one_line_message(tmp_path):
@@ -153,10 +151,10 @@ def test_killing_the_service_during_index_loses_nothing_and_duplicates_nothing(t
     args = ("index", folder, "--uri", db, "--batch-size", "8", "--write-every", "8", "-q")
     run = subprocess.Popen(textimg_command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            env={**os.environ, "TEXTIMG_BF16": "0"})
-    client = wait_for(lambda: service.read_state(db) and connect(str(db)), what="the service")
+    client = wait_for(lambda: read_state(db) and connect(str(db)), what="the service")
     wait_for(lambda: "textimg_shapes_clip" in client.list_collections()
              and count_rows(client, "textimg_shapes_clip") >= 16, timeout=120, what="some rows")
-    os.kill(service.read_state(db)["pid"], signal.SIGKILL)  # in the middle of the run
+    os.kill(read_state(db)["pid"], signal.SIGKILL)  # in the middle of the run
     out, err = run.communicate(timeout=300)
     again = run_textimg(*args, env={"TEXTIMG_BF16": "0"})
     assert again.code == 0, again.err

@@ -5,8 +5,9 @@ import pytest
 from pymilvus import MilvusException
 
 from textimg_helpers.config import TextimgError
-from textimg_helpers.store import (check_collection, collection_info, connect, count_rows, create_collection,
-                                   open_collection, path_id, search_by_vector, upsert_rows)
+from textimg_helpers.milvus import connect
+from textimg_helpers.store import (check_collection, collection_info, count_rows, create_collection, open_collection,
+                                   path_id, search_by_vector, upsert_rows)
 
 
 @pytest.fixture

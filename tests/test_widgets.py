@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from conftest import SHAPES_COLLECTION, shape_colour
-from textimg_helpers.store import connect
+from textimg_helpers.milvus import connect
 from textimg_helpers.widgets import THUMB_SIZE, SearchPanel
 
 

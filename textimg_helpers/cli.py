@@ -16,7 +16,7 @@ import unicodedata
 import warnings
 from pathlib import Path
 
-from .config import PROFILES, Settings, TextimgError, default_collection, error_text
+from .config import PROFILES, Settings, TextimgError, default_collection, error_text, resolved_path
 from .session import Session
 
 DEMO_GRID = Path("outputs") / "demo_grid.png"
@@ -345,33 +345,34 @@ def cmd_serve(args) -> int:
     """Run the shared Milvus Lite service of a file in the foreground, or show or stop it."""
     import psutil
 
-    from . import service
     from .milvus import is_lite
+    from .service.client import read_state, service_uri, spawn_service, start_lock, stop_service, terminate
+    from .service.files import available
 
     uri = args.uri or Settings.from_env().uri
     if not is_lite(uri):
         raise TextimgError(f"textimg serve shares a Milvus Lite file; {uri} is a server URI, already shared")
-    if not service.available():
+    if not available():
         raise TextimgError("the shared service needs Milvus Lite 2.5 (Linux, macOS); here each process "
                            "opens the file itself, one at a time")
-    db = service.db_path(uri)
+    db = resolved_path(uri)
     if args.status or args.stop:
-        state = service.stop_service(db) if args.stop else service.read_state(db)
+        state = stop_service(db) if args.stop else read_state(db)
         if state is None:
             print(f"no service for {db}")
             return 0 if args.stop else 3
-        print(f"{'stopped' if args.stop else 'serving'} {db} at {service.service_uri(state)} (pid {state['pid']})")
+        print(f"{'stopped' if args.stop else 'serving'} {db} at {service_uri(state)} (pid {state['pid']})")
         return 0
-    with service.start_lock(db):
-        if (state := service.read_state(db)) is not None:
-            raise TextimgError(f"{db} is already served at {service.service_uri(state)} (pid {state['pid']}): "
+    with start_lock(db):
+        if (state := read_state(db)) is not None:
+            raise TextimgError(f"{db} is already served at {service_uri(state)} (pid {state['pid']}): "
                                "textimg serve --stop first to serve it here")
-        state, child = service.spawn_service(db, uri, args.idle or 0.0, detach=False)
-    print(f"serving {db} at {service.service_uri(state)}", flush=True)
+        state, child = spawn_service(db, uri, args.idle or 0.0, detach=False)
+    print(f"serving {db} at {service_uri(state)}", flush=True)
     try:
         child.wait()
     except KeyboardInterrupt:
-        service.terminate([psutil.Process(child.pid)])
+        terminate([psutil.Process(child.pid)])
     say(f"stopped serving {db}")
     return 0
 
@@ -510,6 +511,8 @@ def add_collection_commands(sub, common) -> None:
 
 def add_app_command(sub) -> None:
     """``app``: the search page; it takes the session's options, not the index options."""
+    from .app_server import DEFAULT_PORT  # the standard library only: the parser stays quick to build
+
     p = sub.add_parser("app", help="serve a search page on 127.0.0.1 (Voila): search, more like this, "
                                    "index a folder, near-duplicates", description=APP_HELP)
     p.add_argument("--uri", help="Milvus URI: a Milvus Lite file (default data/milvus.db) or http://host:19530")
@@ -518,7 +521,8 @@ def add_app_command(sub) -> None:
     p.add_argument("--device", help="cpu, cuda, mps (default: auto)")
     p.add_argument("--profile", choices=PROFILES, help="overrides TEXTIMG_PROFILE")
     p.add_argument("--text-model", help=TEXT_MODEL_HELP)
-    p.add_argument("--port", type=int, default=8866, help="port on 127.0.0.1 (default 8866; 0: any free port)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT,
+                   help=f"port on 127.0.0.1 (default {DEFAULT_PORT}; 0: any free port)")
     p.add_argument("--token", help="the page's token (default: a new random one each run, printed in its "
                                    "address; other users of the machine see a --token given here in ps)")
     p.add_argument("--cull-idle", type=float, default=300.0, metavar="SECONDS",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping
@@ -27,12 +28,54 @@ class TextimgError(Exception):
     """An error with a message meant for the user (the CLI prints it as one line)."""
 
 
+def first_line(exc: BaseException, limit: int | None = None, sentence: bool = False) -> str:
+    """The first line of an error's message ("" when it has none); with ``sentence``, only up to its
+    first ``". "``; at most ``limit`` characters."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    if sentence:
+        first = first.split(". ")[0]
+    return first[:limit]
+
+
 def error_text(exc: BaseException) -> str:
     """The first line of an error, as the CLI and the pages show it (with the type when it is not ours)."""
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    first = first_line(exc)
     if isinstance(exc, TextimgError):
         return first or type(exc).__name__
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def last_line(text: str) -> str:
+    """The last non-empty line of ``text`` (a log), stripped; "" when there is none."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def resolved_path(path: str | os.PathLike) -> Path:
+    """The one spelling of a path: absolute, ``~``, ``..`` and symbolic links resolved (a folder of
+    images, a Milvus Lite file), however it is typed."""
+    return Path(path).expanduser().resolve()
+
+
+HOST = "127.0.0.1"  # where TCP servers of this package listen (``textimg app``), never another address
+
+
+def host_reachable(host: str, port: int = 443, timeout: float = 3.0) -> bool:
+    """True when a TCP connection to ``host:port`` opens within ``timeout`` seconds (a download's
+    host, or a server of ours on ``HOST``)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def free_port() -> int:
+    """A port on ``HOST`` where nothing listens now."""
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
 
 
 def default_data_dir() -> Path:
@@ -55,6 +98,7 @@ class Settings:
     device: str = "auto"
     collection_name: str | None = None
     service_idle: float = 60.0  # seconds a shared Milvus Lite service waits for a client, then stops
+                                # (TEXTIMG_SERVICE_IDLE; the one default, read by the service's starters)
     text_model: str = "clip"
 
     def __post_init__(self):

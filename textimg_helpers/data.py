@@ -27,7 +27,7 @@ else:
     register_heif_opener()
     HEIF_SUPPORT = True
 
-from .config import TextimgError
+from .config import TextimgError, resolved_path
 from .shapes import generate_shapes
 
 HEIF_EXTENSIONS = {".heic", ".heif"}  # iPhone photos: pillow-heif (a base dependency)
@@ -42,12 +42,6 @@ MAX_PIXELS = 90_000_000  # larger images are refused as possible decompression b
 MAX_JPEG_PIXELS = 178_956_970  # ...except JPEGs (a 108 Mpx phone photo), decoded at 1/8 scale; Pillow's own limit
 
 
-def folder_root(folder: str | os.PathLike) -> Path:
-    """The real absolute path of ``folder`` (``~``, ``..`` and symlinks resolved), so that one folder has
-    one spelling in the collection however it is typed."""
-    return Path(folder).expanduser().resolve()
-
-
 def list_image_paths(folder: str | os.PathLike, include_hidden: bool = False,
                      exclude: tuple[str, ...] = ()) -> list[Path]:
     """Every image file under ``folder``, sorted, under its real path: nested folders, linked folders
@@ -55,7 +49,7 @@ def list_image_paths(folder: str | os.PathLike, include_hidden: bool = False,
     ``x.jpg`` left out. Unless ``include_hidden``, files and folders whose name starts with ``.`` and
     ``SYSTEM_FOLDERS`` are left out; so are the paths (relative to ``folder``, with ``/``) that match
     one of the ``exclude`` globs (a folder that matches, with all it holds)."""
-    root = folder_root(folder)
+    root = resolved_path(folder)
     if not root.is_dir():
         raise TextimgError(f"folder not found: {folder}" if not root.exists() else f"not a folder: {folder}")
     inside, seen_dirs, paths = str(root) + os.sep, set(), []

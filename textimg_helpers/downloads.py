@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import time
 import zipfile
 from pathlib import Path
@@ -148,12 +147,3 @@ def extract(archive: Path, target: Path) -> None:
     shutil.rmtree(target, ignore_errors=True)
     source.replace(target)
     shutil.rmtree(tmp, ignore_errors=True)
-
-
-def host_reachable(host: str, port: int = 443, timeout: float = 3.0) -> bool:
-    """True when a TCP connection to ``host:port`` opens within ``timeout`` seconds."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False

@@ -20,9 +20,9 @@ with warnings.catch_warnings():  # openai/CLIP imports pkg_resources
     import clip
     from clip.model import CLIP
 
-from .config import CLIP_CACHE, TextimgError, check_model, error_text, is_open_clip_name, model_name
+from .config import (CLIP_CACHE, TextimgError, check_model, error_text, first_line, host_reachable, is_open_clip_name,
+                     model_name)
 from .data import pixels, read_query_image
-from .downloads import host_reachable
 
 CONTEXT_LENGTH = 77
 RANDOM_SEED = 0
@@ -337,7 +337,7 @@ def _load_pretrained(model: str, device: str, download_root) -> tuple[CLIP, Call
         return _clip_load(model, device=device, download_root=str(root))
     except (RuntimeError, EOFError, OSError, KeyError, ValueError, pickle.UnpicklingError) as exc:
         why = ("not a PyTorch file" if isinstance(exc, pickle.UnpicklingError)
-               else str(exc).splitlines()[0].split(". ")[0][:200])
+               else first_line(exc, 200, sentence=True) or type(exc).__name__)
         raise TextimgError(f"could not load CLIP checkpoint {target} ({why}); the file looks corrupt or "
                            f"incomplete: delete {target} and run again") from exc
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
-from .config import TextimgError
-from .data import folder_root, label_for, list_image_paths
+from .config import TextimgError, resolved_path
+from .data import label_for, list_image_paths
 from .encoders import encode_queries
 from .languages import LANGUAGES, query_for, split_label
 from .hits import Hit
@@ -72,7 +72,7 @@ class EvalReport:
 
 def labelled_images(folder: str | os.PathLike) -> dict[str, int]:
     """``{label: number of image files}`` from sub-folder names or file names."""
-    root = folder_root(folder)
+    root = resolved_path(folder)
     counts: dict[str, int] = {}
     for path in list_image_paths(root):
         label = label_for(path, root)

@@ -8,6 +8,7 @@ buffers the rows, upserts them, deletes the rows of files gone or broken, and fl
 
 from __future__ import annotations
 
+import contextvars
 import os
 import queue
 import sys
@@ -22,11 +23,11 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import numpy as np
 from pymilvus import MilvusException
 
-from .config import TextimgError
-from .data import (IMAGE_EXTENSIONS, check_image, folder_root, label_for, list_image_paths, load_image, pixels,
+from .config import TextimgError, resolved_path
+from .data import (IMAGE_EXTENSIONS, check_image, label_for, list_image_paths, load_image, pixels,
                    raw_pair)
 from .milvus import check_writable
-from .service import WriteFailed
+from .service.client import WriteFailed
 from .store import (check_collection, count_rows, create_collection, fetch_file_stats, file_metadata, folder_filter,
                     has_metadata, metadata_missing_message, path_id, rows_under, upgrade_collection, upsert_rows)
 
@@ -156,7 +157,7 @@ def plan_ingestion(client, collection_name: str, folder: str | os.PathLike, mode
     """List the images under ``folder`` and keep those not indexed with the same size and mtime; with
     ``remove_missing``, also find the rows of files under ``folder`` that are not there any more (or
     no longer listed: hidden, excluded, a RAW file whose JPEG came beside it)."""
-    root = folder_root(folder)
+    root = resolved_path(folder)
     files, skipped = stat_files(root, include_hidden, exclude)
     if not files and not skipped:
         raise TextimgError(f"no images in {folder} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))}, "
@@ -312,7 +313,9 @@ class Writer:
             self.created.set_result(None)
             return
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="textimg-create")
-        self.created = self._pool.submit(create_collection, self.client, self.collection_name, dim, model)
+        # in this context: pymilvus' logging stays as the caller set it (``milvus.pymilvus_log_level``)
+        self.created = self._pool.submit(contextvars.copy_context().run, create_collection, self.client,
+                                         self.collection_name, dim, model)
 
     def skip(self, info: FileInfo, reason: str) -> None:
         """Record a file that cannot be read. A changed file that is now unreadable also loses its row,

@@ -19,8 +19,7 @@ from urllib.parse import urlparse
 import numpy as np
 import torch
 
-from .config import CLIP_MODEL, MULTILINGUAL_MODEL, TextimgError, check_text_model
-from .downloads import host_reachable
+from .config import CLIP_MODEL, MULTILINGUAL_MODEL, TextimgError, check_text_model, first_line, host_reachable
 from .encoders import check_query, normalize, pick_device
 
 INSTALL_HINT = "pip install 'textimg-helpers[multilingual]' (or pip install sentence-transformers)"
@@ -79,7 +78,7 @@ def load_text_encoder(text_model: str, device: str = "auto", cache_folder: str |
                                         local_files_only=cached and not local)  # cached: no network call
     except Exception as exc:  # OSError, ValueError, RuntimeError, safetensors' errors...
         where = source if local else cache_path(source, cache_folder)
-        why = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        why = first_line(exc, 200) or type(exc).__name__
         raise TextimgError(f"could not load the text model from {where} ({why}); the files look corrupt or "
                            f"incomplete: delete {where} and run again") from exc
     return TextEncoder(model.eval(), Path(source).name)

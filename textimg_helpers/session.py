@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from .config import (CLIP_CACHE, CLIP_MODEL, Settings, TextimgError, check_model, default_collection, model_for_profile,
-                     model_name)
+from .config import (CLIP_CACHE, CLIP_MODEL, Settings, TextimgError, check_model, default_collection, host_reachable,
+                     model_for_profile, model_name)
 
 # Every ``textimg`` command imports this module first, so the stages (numpy and Pillow, pymilvus, torch)
 # are imported inside the methods that use them: ``textimg --help`` or a bad argument costs none of them.
@@ -36,7 +36,7 @@ def resolve_profile(settings: Settings, announce=print) -> str:
     """``clip`` or ``shapes``; ``auto`` picks ``clip`` when its weights and data are cached or reachable."""
     if settings.profile != "auto":
         return settings.profile
-    from .downloads import DATASET_DIR, host_reachable
+    from .downloads import DATASET_DIR
 
     weights = (CLIP_CACHE / "ViT-B-32.pt").is_file() or host_reachable("openaipublic.azureedge.net")
     data = (settings.data_dir / DATASET_DIR / "train").is_dir() or host_reachable("github.com")

@@ -17,10 +17,10 @@ with warnings.catch_warnings():  # milvus-lite 2.5 imports pkg_resources
     warnings.simplefilter("ignore")
     from pymilvus import DataType, MilvusClient, MilvusException
 
-from .config import TextimgError
-from .data import folder_root, photo_metadata, wall_clock
+from .config import TextimgError, resolved_path
+from .data import photo_metadata, wall_clock
 from .hits import Hit
-from .milvus import connect, is_lite, pymilvus_errors_unlogged  # noqa: F401 (connect, is_lite: re-exported)
+from .milvus import pymilvus_errors_unlogged
 
 MAX_PATH = 4096
 INDEX_PARAMS = {"index_type": "IVF_FLAT", "metric_type": "COSINE", "params": {"nlist": 128}}
@@ -226,7 +226,7 @@ def folder_filter(folder: str | Path) -> str:
     """A filter that keeps every row under ``folder``, and maybe a few more: a plain prefix pattern,
     ``filepath like "<prefix>%"``, cut before any ``_ % \\ "`` of the path (wildcards or escapes in
     ``like``, and a Milvus 2.3 server accepts prefix patterns only). Keep rows by path where it matters."""
-    prefix = re.split(r'[_%\\"]', str(folder_root(folder)) + os.sep)[0]
+    prefix = re.split(r'[_%\\"]', str(resolved_path(folder)) + os.sep)[0]
     return f'filepath like "{prefix}%"'
 
 
@@ -245,7 +245,7 @@ def camera_names(client: MilvusClient, collection_name: str) -> list[str]:
 def rows_under(client: MilvusClient, collection_name: str, folder: str | Path,
                output_fields: Sequence[str] = ("filepath",)) -> dict[int, dict]:
     """``{id: row}`` of every row whose file lies under ``folder`` (read in pages of 1,000)."""
-    root, found = str(folder_root(folder)) + os.sep, {}
+    root, found = str(resolved_path(folder)) + os.sep, {}
     fields = list(dict.fromkeys(["filepath", *output_fields]))
     with pymilvus_errors_unlogged():  # its iterator logs a warning about timestamps on Milvus Lite
         pages = client.query_iterator(collection_name, batch_size=1000, filter=folder_filter(folder),

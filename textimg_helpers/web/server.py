@@ -24,8 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..config import TEXT_MODELS, TextimgError
-from ..service import HOST, free_port, port_open
+from ..config import HOST, TEXT_MODELS, TextimgError, free_port, host_reachable, last_line
 
 DEFAULT_PORT = 8866  # Voilà's own default
 START_TIMEOUT = 60.0
@@ -111,22 +110,21 @@ def start_voila(session, port: int, log, config_dir: Path, debug: bool = False) 
 def wait_until_up(process: subprocess.Popen, port: int, log, timeout: float = START_TIMEOUT) -> None:
     """Return once Voilà accepts connections; a one-line error if it stops or takes too long."""
     deadline = time.monotonic() + timeout
-    while not port_open(port, timeout=0.5):
+    while not host_reachable(HOST, port, timeout=0.5):
         if process.poll() is not None:
-            raise TextimgError(f"Voila stopped before serving (exit {process.returncode}): {last_line(log)}")
+            raise TextimgError(f"Voila stopped before serving (exit {process.returncode}): {log_last_line(log)}")
         if time.monotonic() > deadline:
-            raise TextimgError(f"Voila did not serve on {HOST}:{port} within {timeout:g} s: {last_line(log)}")
+            raise TextimgError(f"Voila did not serve on {HOST}:{port} within {timeout:g} s: {log_last_line(log)}")
         time.sleep(0.2)
 
 
-def last_line(log) -> str:
+def log_last_line(log) -> str:
     """The last non-empty line of Voilà's log (``--debug`` shows all of it)."""
     if log is None:
         return "see its messages above"
     log.flush()
     log.seek(0)
-    lines = [line.strip() for line in log.read().decode("utf-8", "replace").splitlines() if line.strip()]
-    return lines[-1] if lines else "no message"
+    return last_line(log.read().decode("utf-8", "replace")) or "no message"
 
 
 def stop_voila(process: subprocess.Popen, timeout: float = 15.0) -> None:
@@ -167,7 +165,7 @@ def serve_app(session, port: int = DEFAULT_PORT, debug: bool = False, announce=p
             wait_until_up(process, port, None if debug else log)
             announce(f"serving http://{HOST}:{port}/?token={token} (Ctrl-C to stop)")
             code = process.wait()
-            raise TextimgError(f"Voila stopped (exit {code}): {last_line(None if debug else log)}")
+            raise TextimgError(f"Voila stopped (exit {code}): {log_last_line(None if debug else log)}")
         except KeyboardInterrupt:
             return 0
         finally:
