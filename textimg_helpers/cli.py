@@ -511,7 +511,7 @@ def add_collection_commands(sub, common) -> None:
 
 def add_app_command(sub) -> None:
     """``app``: the search page; it takes the session's options, not the index options."""
-    from .app_server import DEFAULT_PORT  # the standard library only: the parser stays quick to build
+    from .web.server import DEFAULT_PORT  # the standard library only: the parser stays quick to build
 
     p = sub.add_parser("app", help="serve a search page on 127.0.0.1 (Voila): search, more like this, "
                                    "index a folder, near-duplicates", description=APP_HELP)
