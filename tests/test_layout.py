@@ -19,6 +19,7 @@ BEFORE_THE_MODEL = {"config", "hits", "service", "milvus", "store"}
 MODEL_AND_AFTER = {"encoders", "multilingual", "search", "ingest", "evaluate", "duplicates",
                    "viz", "widgets", "session", "cli"}
 SERVICE_PROCESS = "service.process"  # started as a command (``python -m``): no other module imports it
+WEB = "web"  # the page of ``textimg app``: only the CLI, and the room itself, import it
 
 
 def module_name(path: Path, package: Path) -> str:
@@ -89,6 +90,8 @@ def backward_arrows(graph: dict[str, set[str]]) -> list[str]:
     for module in sorted(m for m in graph if m.split(".")[0] in BEFORE_THE_MODEL):
         wrong += [f"{module} -> {m}" for m in sorted(graph[module]) if m.split(".")[0] in MODEL_AND_AFTER]
     wrong += [f"{module} -> {SERVICE_PROCESS}" for module in sorted(graph) if SERVICE_PROCESS in graph[module]]
+    wrong += [f"{module} -> {m}" for module in sorted(graph) if module.split(".")[0] not in (WEB, "cli")
+              for m in sorted(graph[module]) if m.split(".")[0] == WEB]  # no lesson module needs the page
     return wrong
 
 
@@ -110,6 +113,54 @@ def docstring_lines(node: ast.FunctionDef) -> int:
     is_docstring = isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
         and isinstance(first.value.value, str)
     return first.end_lineno - first.lineno + 1 if is_docstring else 0
+
+
+def top_level_names(path: Path) -> set[str]:
+    """The names a module defines at its top level (functions, classes, assignments, in ``if`` and
+    ``try`` blocks too), not those it imports."""
+    names = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        for inner in ast.walk(node) if isinstance(node, (ast.If, ast.Try)) else [node]:
+            if isinstance(inner, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(inner.name)
+            elif isinstance(inner, (ast.Assign, ast.AnnAssign)):
+                targets = inner.targets if isinstance(inner, ast.Assign) else [inner.target]
+                names |= {t.id for t in targets if isinstance(t, ast.Name)}
+    return names
+
+
+def declared_all(path: Path) -> list[str] | None:
+    """The module's ``__all__`` (a list of strings), or ``None`` when it has none."""
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
+            return [element.value for element in node.value.elts]
+    return None
+
+
+def borrowed_imports(files: list[Path], package: Path) -> list[str]:
+    """``file: from M import N`` for each name taken from a module of ``package`` that does not define
+    it (a re-export): each name is imported from its home."""
+    paths = {module_name(path, package): path for path in package.rglob("*.py")}
+    found = []
+    for path in files:
+        name = module_name(path, package) if path.is_relative_to(package) else ""
+        here = name.split(".")[:-1] if path.name != "__init__.py" else name.split(".")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            if node.level:
+                target = (here[:len(here) - (node.level - 1)] if node.level > 1 else here) + (
+                    node.module.split(".") if node.module else [])
+            elif (node.module or "").split(".")[0] == package.name:
+                target = node.module.split(".")[1:]
+            else:
+                continue
+            home = ".".join(target)
+            if home in paths and paths[home].name != "__init__.py":
+                defined = top_level_names(paths[home])
+                found += [f"{path.name}: from {home} import {alias.name}" for alias in node.names
+                          if alias.name not in defined and f"{home}.{alias.name}" not in paths]
+    return found
 
 
 # The package -------------------------------------------------------------------------------------
@@ -134,6 +185,20 @@ def test_searching_joins_the_model_and_the_database():
 
 def test_no_function_is_longer_than_40_lines():
     assert long_functions(PACKAGE) == []
+
+
+def test_each_module_says_what_it_offers_and_each_name_comes_from_its_home():
+    """Every module has an ``__all__`` of names it defines; the package, its tests, benchmarks and
+    scripts import each name from the module that defines it, never through another."""
+    root = PACKAGE.parent
+    modules = [p for p in sorted(PACKAGE.rglob("*.py")) if p.name not in ("__init__.py", "__main__.py")]
+    for path in modules:
+        offered = declared_all(path)
+        assert offered is not None, f"{path.relative_to(PACKAGE)} has no __all__"
+        assert set(offered) <= top_level_names(path), f"{path.name}: {set(offered) - top_level_names(path)}"
+    files = sorted(PACKAGE.rglob("*.py")) + sorted((root / "tests").glob("*.py")) + sorted(
+        (root / "benchmarks").glob("*.py")) + sorted((root / "scripts").glob("*.py"))
+    assert borrowed_imports(files, PACKAGE) == []
 
 
 # The checks themselves, against packages that break each rule ---------------------------------------
@@ -184,3 +249,17 @@ def test_the_checks_see_into_a_sub_package(tmp_path):
                      "service.process": {"service", "service.files"}}
     assert backward_arrows(graph) == ["service.client -> encoders", "service.client -> service.process"]
     assert long_functions(package) == ["service/process.py:3 main (41 lines)"]
+
+
+def test_the_checks_find_a_re_export_a_missing_all_and_the_page_imported_by_a_lesson(tmp_path):
+    package = write_package(tmp_path / "pkg", {
+        "config": '__all__ = ["X"]\nX = 1\n',
+        "store": '__all__ = ["search"]\nfrom .config import X\n\ndef search():\n    pass\n',
+        "viz": "from .store import X, search\nfrom .web.app import page\n",
+        "web/__init__": "",
+        "web/app": '__all__ = ["page", "gone"]\ndef page():\n    pass\n',
+    })
+    assert borrowed_imports(sorted(package.rglob("*.py")), package) == ["viz.py: from store import X"]
+    assert declared_all(package / "viz.py") is None
+    assert set(declared_all(package / "web" / "app.py")) - top_level_names(package / "web" / "app.py") == {"gone"}
+    assert backward_arrows(import_graph(package)) == ["viz -> web.app"]

@@ -8,4 +8,6 @@ warnings of openai/CLIP's and Milvus Lite's imports are silenced around those im
 from .config import Settings, TextimgError
 
 __version__ = "0.1.0"
+
 __all__ = ["Settings", "TextimgError", "__version__"]
+

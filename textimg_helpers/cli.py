@@ -19,6 +19,8 @@ from pathlib import Path
 from .config import PROFILES, Settings, TextimgError, default_collection, error_text, resolved_path
 from .session import Session
 
+__all__ = ["main"]
+
 DEMO_GRID = Path("outputs") / "demo_grid.png"
 
 

@@ -9,6 +9,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping
 
+__all__ = ["CLIP_CACHE", "CLIP_MODEL", "CLIP_MODELS", "HOST", "MULTILINGUAL_MODEL", "PROFILES",
+           "SHAPES_CHECKPOINT", "SHAPES_MODEL_NAME", "Settings", "TEXT_MODELS", "TextimgError", "check_model",
+           "check_text_model", "default_collection", "error_text", "first_line", "free_port",
+           "host_reachable", "is_open_clip_name", "last_line", "model_for_name", "model_for_profile",
+           "model_name", "resolved_path"]
+
 PROFILES = ("auto", "clip", "shapes")
 CLIP_MODEL = "ViT-B/32"
 # clip.available_models(), without importing torch (tests check that the two agree)

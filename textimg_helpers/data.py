@@ -30,6 +30,10 @@ else:
 from .config import TextimgError, resolved_path
 from .shapes import generate_shapes
 
+__all__ = ["HEIF_SUPPORT", "IMAGE_EXTENSIONS", "MAX_JPEG_PIXELS", "MAX_PIXELS", "UnreadableImage",
+           "check_image", "label_for", "list_image_paths", "load_image", "photo_metadata", "pixels",
+           "raw_pair", "read_query_image", "shapes_images", "wall_clock"]
+
 HEIF_EXTENSIONS = {".heic", ".heif"}  # iPhone photos: pillow-heif (a base dependency)
 RAW_EXTENSIONS = {".dng", ".cr2", ".cr3", ".nef", ".arw", ".rw2", ".orf", ".raf"}  # camera RAW: rawpy (the raw extra)
 IMAGE_EXTENSIONS = ({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".avif"}

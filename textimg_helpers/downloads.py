@@ -16,6 +16,8 @@ from pathlib import Path
 
 from .config import TextimgError
 
+__all__ = ["DATASET_DIR", "download", "extract", "tutorial_images", "zip_ok"]
+
 DATASET_URL = "https://github.com/towhee-io/examples/releases/download/data/reverse_image_search.zip"
 DATASET_DIR = "reverse_image_search"
 

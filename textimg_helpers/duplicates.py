@@ -28,6 +28,9 @@ from .hits import Hit
 from .milvus import pymilvus_errors_unlogged
 from .store import check_filter, file_metadata, filter_refused, has_metadata, path_id
 
+__all__ = ["DEFAULT_THRESHOLD", "all_pairs", "find_duplicates", "group_rows", "linked_pairs", "move_extras",
+           "pivot_pairs", "pivot_plan", "read_vectors", "tier", "undo_moves"]
+
 DEFAULT_THRESHOLD = 0.95
 NEAR_IDENTICAL = 0.98  # a group whose images all are at least this close to its first is near-identical
 MOVED_LIST = "textimg-moved.csv"

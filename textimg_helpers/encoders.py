@@ -24,6 +24,10 @@ from .config import (CLIP_CACHE, TextimgError, check_model, error_text, first_li
                      model_name)
 from .data import pixels, read_query_image
 
+__all__ = ["Encoder", "TRIAL_IMAGES", "check_query", "encode_image_file", "encode_queries", "load_encoder",
+           "load_open_clip", "normalize", "normalize_pixels", "pick_device", "random_model", "set_precision",
+           "use_bf16"]
+
 CONTEXT_LENGTH = 77
 RANDOM_SEED = 0
 TRIAL_IMAGES = 8  # images encoded each way (fp32, bf16), when a model loads, to choose between them on a CPU

@@ -16,6 +16,10 @@ from .languages import LANGUAGES, query_for, split_label
 from .hits import Hit
 from .store import count_rows, folder_filter, rows_under, search_by_vector
 
+__all__ = ["ENSEMBLE_TEMPLATES", "EvalReport", "LabelResult", "PHOTO_TEMPLATE", "TEMPLATE_SETS",
+           "average_precision", "check_labels_translate", "compare_templates", "evaluate",
+           "evaluate_languages", "labelled_images", "language_table", "model_comparison_table"]
+
 PHOTO_TEMPLATE = "a photo of a {}"
 # A few of the prompts from CLIP's ImageNet prompt-engineering notebook.
 ENSEMBLE_TEMPLATES = ("a photo of a {}.", "a bad photo of a {}.", "a photo of the large {}.",

@@ -16,6 +16,8 @@ from .config import TextimgError
 from .data import wall_clock
 from .hits import Hit
 
+__all__ = ["by_date", "collection_filter", "combine", "parse_near", "photo_filter", "within_km"]
+
 KM_PER_DEGREE = 111.32
 
 

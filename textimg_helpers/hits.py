@@ -6,6 +6,9 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass, field
 
+__all__ = ["Hit"]
+
+
 @dataclass
 class Hit:
     """One search result; ``meta`` holds what the photo says about itself (``data.photo_metadata``:

@@ -34,6 +34,9 @@ from .store import (check_collection, count_rows, create_collection, fetch_file_
 if TYPE_CHECKING:  # torch, and so ``encoders``, is imported only where there is something to encode
     from .encoders import Encoder
 
+__all__ = ["FileInfo", "IndexOptions", "IngestReport", "LoadLater", "Writer", "default_workers",
+           "index_folder", "read_batches", "row_for", "run"]
+
 
 @dataclass
 class FileInfo:

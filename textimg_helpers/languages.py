@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from .config import TextimgError
 from .shapes import COLOURS, SHAPES
 
+__all__ = ["LANGS", "LANGUAGES", "captions", "check_langs", "query_for", "split_label", "translate_label"]
+
 LANGS = ("en", "de", "pt", "ru", "ar")
 
 

@@ -33,6 +33,9 @@ from .service.client import (WriteFailed, check_lite_name, check_writable as che
                              write_failure)
 from .service.files import available, file_id, lite_file_in_use, lite_in_use_message, lite_lock_file, open_log
 
+__all__ = ["PYMILVUS_LOGGERS", "check_writable", "connect", "is_lite", "pymilvus_errors_unlogged",
+           "pymilvus_log_level", "shared_uri"]
+
 # keepalive pings while idle only make Milvus Lite send GOAWAY "too_many_pings", printed on stderr
 NO_IDLE_PINGS = {"grpc.keepalive_permit_without_calls": False}
 PYMILVUS_LOGGERS = ("pymilvus", "pymilvus.decorators", "pymilvus.milvus_client")  # those with handlers or levels

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from .config import CLIP_MODELS, TextimgError
 
+__all__ = ["MODELS", "SPEED_FILE", "measure_speed", "models_table"]
+
 SOURCE = ("published figures: open_clip's results tables, docs/openclip_results.csv (zero-shot ImageNet-1k "
           "top-1) and docs/openclip_retrieval_results.csv (text-to-image recall@5 on MS-COCO 5k and Flickr30k), "
           "github.com/mlfoundations/open_clip; OpenAI's models are its rows 'openai'")

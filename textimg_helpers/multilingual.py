@@ -22,6 +22,8 @@ import torch
 from .config import CLIP_MODEL, MULTILINGUAL_MODEL, TextimgError, check_text_model, first_line, host_reachable
 from .encoders import check_query, normalize, pick_device
 
+__all__ = ["load_text_encoder"]
+
 INSTALL_HINT = "pip install 'textimg-helpers[multilingual]' (or pip install sentence-transformers)"
 
 

@@ -16,6 +16,7 @@ from .config import (CLIP_CACHE, CLIP_MODEL, Settings, TextimgError, check_model
 # Every ``textimg`` command imports this module first, so the stages (numpy and Pillow, pymilvus, torch)
 # are imported inside the methods that use them: ``textimg --help`` or a bad argument costs none of them.
 
+__all__ = ["Session", "open_session", "resolve_profile"]
 
 
 class ProfileQueries(NamedTuple):

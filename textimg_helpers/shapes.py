@@ -9,6 +9,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+__all__ = ["CLASS_NAMES", "COLOURS", "SHAPES", "TRAIN_SEED", "draw_shape", "generate_shapes",
+           "label_from_filename"]
+
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),
     "green": (30, 170, 50),

@@ -22,6 +22,12 @@ from .data import photo_metadata, wall_clock
 from .hits import Hit
 from .milvus import pymilvus_errors_unlogged
 
+__all__ = ["INDEX_PARAMS", "SEARCH_PARAMS", "camera_names", "check_collection", "check_filter",
+           "collection_info", "count_rows", "create_collection", "drop_collection", "fetch_file_stats",
+           "file_metadata", "filter_refused", "folder_filter", "has_metadata", "metadata_missing_message",
+           "open_collection", "path_id", "rows_under", "search_by_vector", "upgrade_collection",
+           "upsert_rows"]
+
 MAX_PATH = 4096
 INDEX_PARAMS = {"index_type": "IVF_FLAT", "metric_type": "COSINE", "params": {"nlist": 128}}
 SEARCH_PARAMS = {"metric_type": "COSINE", "params": {"nprobe": 16}}

@@ -12,6 +12,9 @@ from PIL import Image
 from .data import load_image
 from .hits import Hit
 
+__all__ = ["plot_measures", "show_embedding_map", "show_images", "show_queries", "show_relevance",
+           "show_results", "show_similarity", "thumbnail"]
+
 
 def thumbnail(filepath: str, size: int = 160) -> Image.Image:
     """A small RGB copy of an image (a grey square if it can no longer be read)."""

@@ -29,6 +29,8 @@ from .search import search_by_image
 from .store import camera_names, check_collection
 from .viz import thumbnail
 
+__all__ = ["SearchPanel", "THUMB_SIZE", "close_widgets", "status_html"]
+
 THUMB_SIZE = 120
 ERROR_COLOUR = "#b00020"
 

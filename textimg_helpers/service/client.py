@@ -39,6 +39,11 @@ from .files import (CHECK_EVERY, START_TIMEOUT, cannot_write, fcntl, file_id, li
                     load_state, log_file, open_log, process_start_time, socket_answers, socket_path,
                     start_lock_file)
 
+__all__ = ["WriteFailed", "check_lite_name", "check_writable", "ensure_service", "ensure_state",
+           "is_service_of", "log_size", "read_state", "service_uri", "services_of", "spawn_service",
+           "start_lock", "stop_service", "stop_services_under", "terminate", "write_failed_message",
+           "write_failure"]
+
 SERVICE_MODULE = "textimg_helpers.service.process"  # ``python -m SERVICE_MODULE DB --idle SECONDS``
 LITE_NAME = re.compile(r"[a-zA-Z0-9.\-_]{1,36}")  # the file names Milvus Lite 2.5 opens (milvus_lite/server.py)
 

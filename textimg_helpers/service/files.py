@@ -29,6 +29,11 @@ try:
 except ImportError:  # Windows: Milvus Lite 3, no server to share
     fcntl = None
 
+__all__ = ["CHECK_EVERY", "START_TIMEOUT", "available", "cannot_write", "engine_lock", "file_id",
+           "file_writable", "lite_file_in_use", "lite_in_use_message", "lite_lock_file", "lite_server_class",
+           "load_state", "log_file", "open_log", "process_start_time", "socket_answers", "socket_path",
+           "start_lock_file", "state_file"]
+
 START_TIMEOUT = 60.0  # seconds a service may take to start
 CHECK_EVERY = 1.0  # seconds between a service's checks of its file, its state and its clients
 MAX_SOCKET_PATH = 100  # bytes: a Unix socket's path is limited to about 104 (macOS) or 108 (Linux)

@@ -28,6 +28,8 @@ from .files import (CHECK_EVERY, START_TIMEOUT, cannot_write, engine_lock, fcntl
                     lite_file_in_use, lite_in_use_message, lite_lock_file, lite_server_class, load_state,
                     process_start_time, socket_answers, socket_path, state_file)
 
+__all__ = ["main"]
+
 log = logging.getLogger(__name__)
 
 

@@ -22,6 +22,8 @@ from ..hits import Hit
 from ..store import check_collection, collection_info, count_rows
 from ..widgets import SearchPanel, close_widgets, status_html
 
+__all__ = ["APP_NOTEBOOK", "ExploreApp", "START_DIR", "explore"]
+
 APP_NOTEBOOK = Path(__file__).parent / "explore.ipynb"
 START_DIR = "TEXTIMG_APP_DIR"  # set by ``textimg app``: the folder the command ran in, for relative folders
 MAX_SKIPPED_SHOWN, MAX_GROUPS_SHOWN, MAX_GROUP_IMAGES_SHOWN = 20, 20, 12

@@ -26,6 +26,8 @@ from pathlib import Path
 
 from ..config import HOST, TEXT_MODELS, TextimgError, free_port, host_reachable, last_line
 
+__all__ = ["DEFAULT_PORT", "check_token", "check_voila", "page_env", "serve_app"]
+
 DEFAULT_PORT = 8866  # Voilà's own default
 START_TIMEOUT = 60.0
 DEFAULT_CULL_IDLE = 300.0  # seconds a page's kernel lives on with no page connected to it
