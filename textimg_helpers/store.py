@@ -130,10 +130,14 @@ def check_collection(client: MilvusClient, collection_name: str, model: str, dim
     """Refuse to mix models: stop when the collection was built with another model or dim."""
     info = collection_info(client, collection_name)
     if info["model"] != model or (dim is not None and info["dim"] != dim):
-        raise TextimgError(
-            f"collection {collection_name!r} was built with model {info['model']} (dim {info['dim']}), "
-            f"not {model}" + (f" (dim {dim})" if dim else "") + ": use another collection name "
-            "(--collection) or rebuild it (textimg drop, then index again)")
+        raise model_mismatch(collection_name, info, f"not {model}" + (f" (dim {dim})" if dim else ""),
+                             "use another collection name")
+
+
+def model_mismatch(collection_name: str, info: dict, instead: str, fix: str) -> TextimgError:
+    """"collection X was built with model M (dim D), <instead>: <fix> (--collection) or rebuild it"."""
+    return TextimgError(f"collection {collection_name!r} was built with model {info['model']} (dim {info['dim']}), "
+                        f"{instead}: {fix} (--collection) or rebuild it (textimg drop, then index again)")
 
 
 def has_metadata(client: MilvusClient, collection_name: str) -> bool:
@@ -281,11 +285,9 @@ def search_by_vector(client: MilvusClient, collection_name: str, vectors: np.nda
         if "should create connection first" in exc.message:  # the notebook's last cell closed it
             raise TextimgError("this Milvus client is closed: run the setup cell (or connect) again") from None
         if "dimension" in exc.message.lower():  # a query from another model than the collection's
-            info = collection_info(client, collection_name)
-            raise TextimgError(
-                f"collection {collection_name!r} was built with model {info['model']} (dim {info['dim']}), "
-                f"but the query vector has dim {vectors.shape[1]}: use the collection of your model "
-                "(--collection) or rebuild it (textimg drop, then index again)") from None
+            raise model_mismatch(collection_name, collection_info(client, collection_name),
+                                 f"but the query vector has dim {vectors.shape[1]}",
+                                 "use the collection of your model") from None
         raise filter_refused("the search", filter, exc) from None
     return [[hit_of(h) for h in hits] for hits in res]
 
