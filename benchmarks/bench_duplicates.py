@@ -8,12 +8,14 @@ near-copies of another row (cosine about 0.99, like a re-saved JPEG). They are w
 temporary Milvus Lite file with the project's schema (through the file's shared service, as every
 ``textimg`` command and notebook reaches it), then for each size:
 
-(a) read_vectors: the stored vectors read back with query_iterator, pages of 256 and 1,000 rows;
+(a) read_vectors: the stored vectors read back with query_iterator, pages of 256 and 1,000 rows,
+    by one thread and by READ_PARTS threads (each a range of ids), with the ratio;
 (b) group_rows: the pairs through pivots (the default) against the cosine of every pair, blockwise
     (what ``textimg duplicates`` did before pivots; ``--block-sizes``), + union-find, with the ratio;
 (c) find_duplicates: (a) + (b) as the CLI runs them, the headline rows/s, with pivots and with every
-    pair compared, and the ratio; the planted pairs found are checked against the truth (every
-    planted pair, nothing else) and the two ways' groups against each other;
+    pair compared, and as before both (every pair, one reading thread), with the ratios; the planted
+    pairs found are checked against the truth (every planted pair, nothing else) and the groups of
+    each way against each other;
 (d) the CLI, ``python -m textimg_helpers duplicates`` in a fresh process (imports, connecting to the
     running service, reading, grouping, printing);
 (e) the alternative: Milvus range search (radius = threshold, range_filter = 1) with every row as a
@@ -52,17 +54,22 @@ def planted_vectors(n: int, clusters: int = 1000, spread: float = 0.65, copies: 
 
 
 def insert_vectors(client, collection: str, data: np.ndarray, chunk: int = 1000) -> float:
-    """The project's schema, rows ``/synthetic/<i>.jpg`` written in chunks; returns seconds."""
-    from textimg_helpers.store import create_collection
+    """The project's schema, rows ``/synthetic/<i>.jpg`` (ids from their paths, as ``textimg index``
+    gives them) written in chunks; returns seconds."""
+    from textimg_helpers.store import create_collection, path_id
 
     create_collection(client, collection, DIM, "synthetic")
     t0 = time.perf_counter()
     for start in range(0, len(data), chunk):
-        client.insert(collection, [{"id": i, "filepath": f"/synthetic/{i:06d}.jpg", "label": "s", "size": 0,
-                                    "mtime": 0, "vector": data[i].tolist()}
+        client.insert(collection, [{"id": path_id(synthetic_path(i)), "filepath": synthetic_path(i), "label": "s",
+                                    "size": 0, "mtime": 0, "vector": data[i].tolist()}
                                    for i in range(start, min(start + chunk, len(data)))])
     client.flush(collection)
     return time.perf_counter() - t0
+
+
+def synthetic_path(i: int) -> str:
+    return f"/synthetic/{i:06d}.jpg"
 
 
 def found_pairs(groups) -> set[tuple[int, int]]:
@@ -79,10 +86,11 @@ def range_search(client, collection: str, data: np.ndarray, budget_s: float, bat
     params = {"metric_type": "COSINE", "params": {"radius": THRESHOLD, "range_filter": 1.0}}
     pairs, t0, done = set(), time.perf_counter(), 0
     for start in range(0, len(data), batch):
-        res = client.search(collection, data=data[start:start + batch].tolist(), limit=16,
+        res = client.search(collection, data=data[start:start + batch].tolist(), limit=16, output_fields=["filepath"],
                             search_params=params, consistency_level="Strong")
         for offset, hits in enumerate(res):
-            pairs |= {tuple(sorted((start + offset, int(h["id"])))) for h in hits if h["id"] != start + offset}
+            rows = {int(h["entity"]["filepath"][11:17]) for h in hits}
+            pairs |= {tuple(sorted((start + offset, row))) for row in rows if row != start + offset}
         done = min(start + batch, len(data))
         if time.perf_counter() - t0 > budget_s:
             break
@@ -101,7 +109,7 @@ def cli_seconds(uri: str, collection: str) -> tuple[float, str]:
 
 
 def bench_size(n: int, args) -> None:
-    from textimg_helpers.duplicates import find_duplicates, group_rows, read_vectors
+    from textimg_helpers.duplicates import READ_PARTS, find_duplicates, group_rows, read_vectors
     from textimg_helpers.service.client import stop_services_under
     from textimg_helpers.milvus import connect
 
@@ -116,9 +124,13 @@ def bench_size(n: int, args) -> None:
         print(f"(d) CLI `textimg duplicates`, fresh process: {s:6.1f} s  {n / s:9,.0f} rows/s  ({last})", flush=True)
         client.load_collection("vectors")
         for batch_size in args.read_batches:
-            (rows, embs), s = timed(read_vectors, client, "vectors", "", batch_size)
-            assert embs.shape == (n, DIM)
-            print(f"(a) read_vectors (query_iterator, pages of {batch_size:>4}): {s:6.1f} s  {n / s:9,.0f} rows/s")
+            seconds = {}
+            for parts in sorted({1, READ_PARTS}):
+                (rows, embs), seconds[parts] = timed(read_vectors, client, "vectors", "", batch_size, parts)
+                assert embs.shape == (n, DIM)
+                print(f"(a) read_vectors (query_iterator, pages of {batch_size:>4}, {parts} thread(s)): "
+                      f"{seconds[parts]:6.1f} s  {n / seconds[parts]:9,.0f} rows/s")
+            print(f"    1 thread / {READ_PARTS} (the default): **{seconds[1] / seconds[READ_PARTS]:.2f}x**")
         pivoted, s_pivots = timed(group_rows, embs, THRESHOLD)
         print(f"(b) group_rows, pivots (the default): {s_pivots:6.1f} s  {n / s_pivots:9,.0f} rows/s  "
               f"({len(pivoted):,} groups)")
@@ -136,6 +148,10 @@ def bench_size(n: int, args) -> None:
         print(f"(c) find_duplicates, every pair compared: {s_every:6.1f} s  {n / s_every:,.0f} rows/s "
               f"({'the same groups' if every == groups else 'NOT THE SAME GROUPS'}); every pair / pivots: "
               f"**{s_every / s:.1f}x**")
+        (before, _), s_before = timed(find_duplicates, client, "vectors", THRESHOLD, "", False, 1)
+        print(f"(c) find_duplicates as before pivots and reading threads (every pair, 1 thread): {s_before:6.1f} s  "
+              f"{n / s_before:,.0f} rows/s ({'the same groups' if before == groups else 'NOT THE SAME GROUPS'}); "
+              f"before / now: **{s_before / s:.1f}x**")
         s, done, found = range_search(client, "vectors", data, args.range_seconds)
         client.close()
         stop_services_under(tmp)

@@ -162,10 +162,15 @@ def test_stored_vectors_are_read_page_by_page_and_stay_with_their_rows(planted, 
     uri, images = planted
     client = connect(uri)
     try:
-        rows, image_embs = read_vectors(client, "textimg_shapes_clip", batch_size=10)  # 5 pages
+        rows, image_embs = read_vectors(client, "textimg_shapes_clip", batch_size=10)  # pages of 10, 2 threads
+        for parts in (1, 3):  # each thread reads a range of ids: together, every row once
+            other_rows, other_embs = read_vectors(client, "textimg_shapes_clip", batch_size=10, parts=parts)
+            by_id = {row["id"]: emb for row, emb in zip(other_rows, other_embs)}
+            assert len(other_rows) == len(by_id) == 44
+            np.testing.assert_array_equal(np.stack([by_id[row["id"]] for row in rows]), image_embs)
     finally:
         client.close()
-    assert len(rows) == 44 and image_embs.shape == (44, shapes_encoder.dim)
+    assert len(rows) == 44 and len({row["id"] for row in rows}) == 44 and image_embs.shape == (44, shapes_encoder.dim)
     paths = [row["filepath"] for row in rows]
     picked = [paths.index(str(images / name)) for name in ("planted/photo_q70.jpg", "distinct/blue_cross_0000.png")]
     again = shapes_encoder.encode_images([load_image(paths[i]) for i in picked])

@@ -13,10 +13,12 @@ folder with a list that ``undo_moves`` reads to put them back; nothing is delete
 
 from __future__ import annotations
 
+import contextvars
 import csv
 import filecmp
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
@@ -42,28 +44,44 @@ PIVOT_WORTH = 0.5  # pivots are used when they leave at most this share of the p
 PIVOT_RADIUS = np.radians(50)  # the widest angle from a row to its pivot
 ANGLE_SLACK = 1e-3  # radians added to each pivot's bound, for float32 rounding of the cosines
 READ_BATCH = 256  # rows per page of query_iterator (see benchmarks/README.md for the page sizes tried)
+READ_PARTS = 2  # threads that read the vectors, each a range of ids (benchmarks/README.md: 1.5x faster than 1)
 
 
-def read_vectors(client, collection_name: str, filter: str = "",
-                 batch_size: int = READ_BATCH) -> tuple[list[dict], np.ndarray]:
-    """Every row's ``id``, ``filepath`` and ``label``, and its stored vector: (rows, image_embs (n, dim))."""
-    rows, pages_of_embs = [], []
+def read_vectors(client, collection_name: str, filter: str = "", batch_size: int = READ_BATCH,
+                 parts: int = READ_PARTS) -> tuple[list[dict], np.ndarray]:
+    """Every row's ``id``, ``filepath`` and ``label``, and its stored vector: (rows, image_embs (n, dim)).
+    The ids are split into ``parts`` ranges, each read by its own thread (one waits on Milvus while
+    another turns its page into numbers)."""
     check_filter(filter)
-    extra = list(KEEP_FIELDS) if has_metadata(client, collection_name) else []
+    fields = ["filepath", "label", "vector", *(KEEP_FIELDS if has_metadata(client, collection_name) else ())]
+    step = 2 ** 63 // parts  # ids are 63-bit (store.path_id)
+    ranges = [f"id >= {k * step}" + (f" and id < {(k + 1) * step}" if k < parts - 1 else "") for k in range(parts)]
+    wheres = [f"({filter}) and {r}" if filter else r for r in ranges]
     try:
-        with pymilvus_errors_unlogged():  # its iterator logs a warning about timestamps on Milvus Lite
-            pages = client.query_iterator(collection_name, batch_size=batch_size, filter=filter,
-                                          output_fields=["filepath", "label", "vector", *extra])
-            try:
-                while page := pages.next():
-                    pages_of_embs.append(np.array([row.pop("vector") for row in page], dtype=np.float32))
-                    rows += page
-            finally:
-                pages.close()
+        with ThreadPoolExecutor(parts) as pool:
+            found = list(pool.map(lambda where: contextvars.copy_context().run(
+                read_pages, client, collection_name, where, fields, batch_size), wheres))
     except MilvusException as exc:
         raise filter_refused("to read the rows", filter, exc) from None
+    rows = [row for part_rows, _ in found for row in part_rows]
+    pages_of_embs = [embs for _, part_embs in found for embs in part_embs]
     image_embs = np.concatenate(pages_of_embs) if pages_of_embs else np.zeros((0, 0), np.float32)
     return rows, image_embs
+
+
+def read_pages(client, collection_name: str, filter: str, fields: list[str],
+               batch_size: int) -> tuple[list[dict], list[np.ndarray]]:
+    """The rows that ``filter`` keeps, page by page: (rows without their vectors, one array per page)."""
+    rows, pages_of_embs = [], []
+    with pymilvus_errors_unlogged():  # its iterator logs a warning about timestamps on Milvus Lite
+        pages = client.query_iterator(collection_name, batch_size=batch_size, filter=filter, output_fields=fields)
+        try:
+            while page := pages.next():
+                pages_of_embs.append(np.array([row.pop("vector") for row in page], dtype=np.float32))
+                rows += page
+        finally:
+            pages.close()
+    return rows, pages_of_embs
 
 
 def linked_pairs(image_embs: np.ndarray, threshold: float = DEFAULT_THRESHOLD,
@@ -214,11 +232,11 @@ def rank_group(rows: Sequence[dict], image_embs: np.ndarray, group: Sequence[int
     return [hits[first]] + sorted(hits[:first] + hits[first + 1:], key=lambda h: (-h.score, h.filepath))
 
 
-def find_duplicates(client, collection_name: str, threshold: float = DEFAULT_THRESHOLD,
-                    filter: str = "", pivots: bool = True) -> tuple[list[list[Hit]], int]:
+def find_duplicates(client, collection_name: str, threshold: float = DEFAULT_THRESHOLD, filter: str = "",
+                    pivots: bool = True, parts: int = READ_PARTS) -> tuple[list[list[Hit]], int]:
     """Groups of near-duplicate images in a collection, biggest first, and the number of rows read
-    (``pivots``: as ``linked_pairs``)."""
-    rows, image_embs = read_vectors(client, collection_name, filter)
+    (``pivots``: as ``linked_pairs``; ``parts``: as ``read_vectors``)."""
+    rows, image_embs = read_vectors(client, collection_name, filter, parts=parts)
     order = sorted(range(len(rows)), key=lambda i: rows[i]["filepath"])  # same groups whatever Milvus' order
     rows, image_embs = [rows[i] for i in order], image_embs[order] if order else image_embs
     return [rank_group(rows, image_embs, g) for g in group_rows(image_embs, threshold, pivots=pivots)], len(rows)
