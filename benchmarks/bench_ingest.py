@@ -105,7 +105,7 @@ def main() -> None:
 
     import torch
     from milvus_lite.server_manager import server_manager_instance
-    from textimg_helpers.encoders import set_precision
+    from textimg_helpers.encoders import PRECISION_TIMED, set_precision
     from textimg_helpers.ingest import default_workers, index_folder
     from textimg_helpers.milvus import connect
 
@@ -147,7 +147,8 @@ def main() -> None:
             collection = f"bench_{r}"
             before = ceiling(encoder, images[:half], args.batch_size, ceiling_bf16)
             encoder.trials = {}
-            set_precision(encoder)  # as loaded: the precision is timed when a model loads, before indexing
+            PRECISION_TIMED.clear()  # as on a first load: the precision is timed when a model loads
+            set_precision(encoder)
             report, first_s = timed(index_folder, client, collection, folder, encoder, **options)
             after = ceiling(encoder, images[half:], args.batch_size, ceiling_bf16)
             rounds.append((before, report.indexed / first_s, after, report, first_s, (encoder.bf16, dict(encoder.trials))))

@@ -179,6 +179,7 @@ def slowed_down(monkeypatch, slow: str, seen: list) -> None:
 
     monkeypatch.setattr(CLIP, "encode_image", timed_forward)
     monkeypatch.setattr(encoders, "use_bf16", lambda device: None)
+    monkeypatch.setattr(encoders, "PRECISION_TIMED", {})  # no model timed yet in this process
 
 
 @pytest.mark.parametrize("slow", ["bf16", "fp32"])
@@ -195,6 +196,8 @@ def test_undecided_precision_is_timed_once_when_the_model_loads(monkeypatch, slo
     encoder.encode_images(_images(20))
     encoder.encode_images(_images(3))
     assert seen[4:] == [(20, slow == "fp32"), (3, slow == "fp32")] and encoder.bf16 is (slow == "fp32")
+    again = load_encoder(str(SHAPES_CHECKPOINT), device="cpu")  # a second load of the model: not timed again
+    assert seen[6:] == [] and again.bf16 is encoder.bf16 and again.trials == encoder.trials
 
 
 @pytest.mark.parametrize("setting", ["0", "1", "auto"])
@@ -203,7 +206,7 @@ def test_the_same_images_give_the_same_vectors_whatever_ran_before(monkeypatch, 
     encoded other batches first (of 20 images: enough to have started a timing before, on the first call)."""
     monkeypatch.setenv("TEXTIMG_BF16", setting)
     if setting == "auto":
-        slowed_down(monkeypatch, "bf16", [])  # the timing's outcome fixed, so both loads choose alike
+        slowed_down(monkeypatch, "bf16", [])  # the timing's outcome fixed (the second load takes the first's)
     fresh, used = (load_encoder(str(SHAPES_CHECKPOINT), device="cpu") for _ in range(2))
     assert fresh.bf16 is used.bf16 is (setting == "1")
     images = _images(16)

@@ -24,13 +24,16 @@ from .config import (CLIP_CACHE, TextimgError, check_model, error_text, first_li
                      model_name)
 from .data import pixels, read_query_image
 
-__all__ = ["Encoder", "TRIAL_IMAGES", "check_query", "encode_image_file", "encode_queries", "load_encoder",
-           "load_open_clip", "normalize", "normalize_pixels", "pick_device", "random_model", "set_precision",
-           "use_bf16"]
+__all__ = ["Encoder", "PRECISION_TIMED", "TRIAL_IMAGES", "check_query", "encode_image_file", "encode_queries",
+           "load_encoder", "load_open_clip", "normalize", "normalize_pixels", "pick_device", "random_model",
+           "set_precision", "use_bf16"]
 
 CONTEXT_LENGTH = 77
 RANDOM_SEED = 0
 TRIAL_IMAGES = 8  # images encoded each way (fp32, bf16), when a model loads, to choose between them on a CPU
+# Each model is timed once per process, on its first load: a second load of it (a notebook cell run again,
+# two encoders compared) takes the same precision, so it gives the same vectors. {(name, device): trials}
+PRECISION_TIMED: dict[tuple[str, str], dict] = {}
 # openai/CLIP's colour normalisation (clip.clip._transform), in 0-255 pixel units.
 PIXEL_MEAN = (0.48145466 * 255, 0.4578275 * 255, 0.40821073 * 255)
 PIXEL_STD = (0.26862954 * 255, 0.26130258 * 255, 0.27577711 * 255)
@@ -124,7 +127,7 @@ class Encoder:
             start = time.perf_counter()
             self._forward(batch, bf16)
             self.trials[bf16] = (time.perf_counter() - start) / images
-        self.bf16 = self.trials[True] < 0.9 * self.trials[False]
+        self.bf16 = bf16_faster(self.trials)
         return self.bf16
 
     def _forward(self, batch: torch.Tensor, bf16: bool) -> torch.Tensor:
@@ -303,13 +306,24 @@ def quiet_loading():
 
 def set_precision(encoder: Encoder) -> Encoder:
     """Choose the image encoder's precision once, as it loads: ``use_bf16``, timed (``choose_precision``)
-    when that leaves it open; from then on the same images always give the same vectors."""
+    when that leaves it open, on the model's first load in this process (``PRECISION_TIMED``); from then
+    on the same images always give the same vectors, from this encoder and from any other of the model."""
     choice = use_bf16(encoder.device)
-    if choice is None:
+    key = (encoder.name, encoder.device)
+    if choice is None and key in PRECISION_TIMED:  # timed on an earlier load of this model
+        encoder.trials = dict(PRECISION_TIMED[key])
+        encoder.bf16 = bf16_faster(encoder.trials)
+    elif choice is None:
         encoder.choose_precision()
+        PRECISION_TIMED[key] = dict(encoder.trials)
     else:
         encoder.bf16 = choice
     return encoder
+
+
+def bf16_faster(trials: dict) -> bool:
+    """bf16 only if it was clearly faster in the timing ``{bf16: seconds per image}``: by 10% or more."""
+    return trials[True] < 0.9 * trials[False]
 
 
 def use_bf16(device: str) -> bool | None:
