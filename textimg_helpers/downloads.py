@@ -14,7 +14,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from .config import TextimgError
+from .config import TextimgError, first_line
 
 __all__ = ["DATASET_DIR", "download", "extract", "tutorial_images", "zip_ok"]
 
@@ -122,7 +122,7 @@ def _reason(exc: BaseException) -> str:
         return f"no connection to {host}"
     if isinstance(exc, requests.HTTPError) and exc.response is not None:
         return f"HTTP {exc.response.status_code} {exc.response.reason}"
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    return first_line(exc, 200) or type(exc).__name__
 
 
 def zip_ok(path: Path) -> bool:
