@@ -31,20 +31,27 @@ def module_name(path: Path, package: Path) -> str:
     return ".".join(parts)
 
 
+def import_target(node: ast.ImportFrom, path: Path, name: str) -> list[str] | None:
+    """The package module that ``from ... import`` in ``path`` (the module ``name``) reads from, as
+    parts (``["service", "client"]``); ``None`` for a module outside the package."""
+    here = name.split(".")[:-1] if path.name != "__init__.py" else name.split(".")
+    if node.level:
+        base = here[:len(here) - (node.level - 1)] if node.level > 1 else here
+        return base + (node.module.split(".") if node.module else [])
+    if (node.module or "").split(".")[0] == PACKAGE.name:
+        return node.module.split(".")[1:]
+    return None
+
+
 def imported_modules(path: Path, modules: set[str], name: str = "") -> set[str]:
     """The package's modules that ``path`` (the module ``name``) imports, anywhere in it: ``from .x
     import y`` names ``x``, or ``x.y`` when that is a module; ``from ..config`` in a sub-package names
     ``config``."""
-    here = name.split(".")[:-1] if path.name != "__init__.py" else name.split(".")
     found = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = here[:len(here) - (node.level - 1)] if node.level > 1 else here
-                target = base + (node.module.split(".") if node.module else [])
-            elif (node.module or "").split(".")[0] == PACKAGE.name:
-                target = node.module.split(".")[1:]
-            else:
+            target = import_target(node, path, name)
+            if target is None:
                 continue
             found.add(".".join(target))
             found |= {".".join(target + [alias.name]) for alias in node.names}
@@ -144,16 +151,9 @@ def borrowed_imports(files: list[Path], package: Path) -> list[str]:
     found = []
     for path in files:
         name = module_name(path, package) if path.is_relative_to(package) else ""
-        here = name.split(".")[:-1] if path.name != "__init__.py" else name.split(".")
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if not isinstance(node, ast.ImportFrom):
-                continue
-            if node.level:
-                target = (here[:len(here) - (node.level - 1)] if node.level > 1 else here) + (
-                    node.module.split(".") if node.module else [])
-            elif (node.module or "").split(".")[0] == package.name:
-                target = node.module.split(".")[1:]
-            else:
+            target = import_target(node, path, name) if isinstance(node, ast.ImportFrom) else None
+            if target is None:
                 continue
             home = ".".join(target)
             if home in paths and paths[home].name != "__init__.py":
