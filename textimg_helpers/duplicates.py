@@ -27,8 +27,7 @@ from pymilvus import MilvusException
 
 from .config import TextimgError
 from .hits import Hit
-from .milvus import pymilvus_errors_unlogged
-from .store import check_filter, file_metadata, filter_refused, has_metadata, path_id
+from .store import check_filter, each_page, file_metadata, filter_refused, has_metadata, path_id
 
 __all__ = ["DEFAULT_THRESHOLD", "all_pairs", "find_duplicates", "group_rows", "linked_pairs", "move_extras",
            "pivot_pairs", "pivot_plan", "read_vectors", "tier", "undo_moves"]
@@ -73,14 +72,12 @@ def read_pages(client, collection_name: str, filter: str, fields: list[str],
                batch_size: int) -> tuple[list[dict], list[np.ndarray]]:
     """The rows that ``filter`` keeps, page by page: (rows without their vectors, one array per page)."""
     rows, pages_of_embs = [], []
-    with pymilvus_errors_unlogged():  # its iterator logs a warning about timestamps on Milvus Lite
-        pages = client.query_iterator(collection_name, batch_size=batch_size, filter=filter, output_fields=fields)
-        try:
-            while page := pages.next():
-                pages_of_embs.append(np.array([row.pop("vector") for row in page], dtype=np.float32))
-                rows += page
-        finally:
-            pages.close()
+
+    def take(page: list[dict]) -> None:
+        pages_of_embs.append(np.array([row.pop("vector") for row in page], dtype=np.float32))
+        rows.extend(page)
+
+    each_page(client, collection_name, take, filter, fields, batch_size)
     return rows, pages_of_embs
 
 

@@ -9,7 +9,7 @@ import os
 import re
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -22,7 +22,7 @@ from .data import photo_metadata, wall_clock
 from .hits import Hit
 from .milvus import pymilvus_errors_unlogged
 
-__all__ = ["INDEX_PARAMS", "SEARCH_PARAMS", "camera_names", "check_collection", "check_filter",
+__all__ = ["INDEX_PARAMS", "SEARCH_PARAMS", "camera_names", "check_collection", "check_filter", "each_page",
            "collection_info", "count_rows", "create_collection", "drop_collection", "fetch_file_stats",
            "file_metadata", "filter_refused", "folder_filter", "has_metadata", "metadata_missing_message",
            "open_collection", "path_id", "rows_under", "search_by_vector", "upgrade_collection",
@@ -188,14 +188,22 @@ def read_all(client: MilvusClient, collection_name: str) -> list[dict]:
     """Every row of the collection, every field (vectors included), read in pages of 1,000."""
     client.load_collection(collection_name)
     rows = []
-    with pymilvus_errors_unlogged():
-        pages = client.query_iterator(collection_name, batch_size=1000, filter="", output_fields=["*"])
+    each_page(client, collection_name, lambda page: rows.extend(dict(row) for row in page))
+    return rows
+
+
+def each_page(client: MilvusClient, collection_name: str, take: Callable[[list[dict]], None], filter: str = "",
+              output_fields: Sequence[str] = ("*",), batch_size: int = 1000) -> None:
+    """Hand each page of the rows that ``filter`` keeps to ``take``, ``batch_size`` rows at a time
+    (``query_iterator``, closed at the end, whatever ``take`` raises)."""
+    with pymilvus_errors_unlogged():  # its iterator logs a warning about timestamps on Milvus Lite
+        pages = client.query_iterator(collection_name, batch_size=batch_size, filter=filter,
+                                      output_fields=list(output_fields))
         try:
             while page := pages.next():
-                rows += [dict(row) for row in page]
+                take(page)
         finally:
             pages.close()
-    return rows
 
 
 def open_collection(client: MilvusClient, collection_name: str, model: str | None = None) -> dict:
@@ -257,14 +265,8 @@ def rows_under(client: MilvusClient, collection_name: str, folder: str | Path,
     """``{id: row}`` of every row whose file lies under ``folder`` (read in pages of 1,000)."""
     root, found = str(resolved_path(folder)) + os.sep, {}
     fields = list(dict.fromkeys(["filepath", *output_fields]))
-    with pymilvus_errors_unlogged():  # its iterator logs a warning about timestamps on Milvus Lite
-        pages = client.query_iterator(collection_name, batch_size=1000, filter=folder_filter(folder),
-                                      output_fields=fields)
-        try:
-            while page := pages.next():
-                found.update({row["id"]: row for row in page if row["filepath"].startswith(root)})
-        finally:
-            pages.close()
+    each_page(client, collection_name, lambda page: found.update(
+        {row["id"]: row for row in page if row["filepath"].startswith(root)}), folder_filter(folder), fields)
     return found
 
 
