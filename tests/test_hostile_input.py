@@ -115,18 +115,21 @@ def test_a_file_name_milvus_lite_refuses_is_named_with_the_fix(cli, tmp_path, na
 
 def test_control_characters_in_a_path_stay_on_one_escaped_line(cli, tmp_path):
     images = shapes_folder(tmp_path / "images")  # 40 images, one per class
-    hostile = ["red\ncircle_0001.png", "red\x1b[31m_circle_0002.png", "red_\u202ecircle_0003.png"]
+    hostile = ["red\ncircle_0001.png", "red\x1b[31m_circle_0002.png", "red_\u202ecircle_0003.png",
+               "red\\ncircle_0001.png"]  # a backslash and an n: not printed like the newline
     for name in hostile:
         os.link(images / "red_circle_0000.png", images / name)
     uri = tmp_path / "milvus.db"
     assert cli("index", images, "--uri", uri, "-q").code == 0
-    plain = cli("search", "a red circle", "-k", 43, "--uri", uri)
+    plain = cli("search", "a red circle", "-k", 44, "--uri", uri)
     lines = plain.out.splitlines()
-    assert plain.code == 0 and len(lines) == 43, plain.out  # one line per hit, whatever the names hold
+    assert plain.code == 0 and len(lines) == 44, plain.out  # one line per hit, whatever the names hold
     assert not any(char in plain.out for char in "\x1b\u202e")
-    for escaped in ("red\\ncircle_0001.png", "red\\x1b[31m_circle_0002.png", "red_\\u202ecircle_0003.png"):
+    assert len({line.split("  ", 1)[1] for line in lines}) == 44  # no two paths print alike
+    for escaped in ("red\\ncircle_0001.png", "red\\x1b[31m_circle_0002.png", "red_\\u202ecircle_0003.png",
+                    "red\\\\ncircle_0001.png"):
         assert any(line.endswith(escaped) for line in lines), (escaped, lines)
-    exact = cli("search", "a red circle", "-k", 43, "--uri", uri, "--json")
+    exact = cli("search", "a red circle", "-k", 44, "--uri", uri, "--json")
     assert set(hostile) <= {os.path.basename(hit["filepath"]) for hit in json.loads(exact.out)}
 
 

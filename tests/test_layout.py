@@ -16,7 +16,7 @@ MAX_LINES = 40  # a function's lines from ``def`` to its last line, its docstrin
 # Settings and the database layer come before the model: they never import what joins or follows it.
 # A room (a sub-package, ``service``) counts as one: ``service.client`` is in ``service``.
 BEFORE_THE_MODEL = {"config", "hits", "service", "milvus", "store"}
-MODEL_AND_AFTER = {"encoders", "multilingual", "search", "ingest", "evaluate", "duplicates",
+MODEL_AND_AFTER = {"encoders", "multilingual", "search", "ingest", "evaluate", "duplicates", "moves",
                    "viz", "widgets", "session", "cli"}
 SERVICE_PROCESS = "service.process"  # started as a command (``python -m``): no other module imports it
 WEB = "web"  # the page of ``textimg app``: only the CLI, and the room itself, import it

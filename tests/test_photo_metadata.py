@@ -104,6 +104,23 @@ def test_camera_place_where_cutoff_and_date_order(cli, indexed):
     assert cut.code == 0 and cut.out == "" and cut.last_err.startswith("no results with a score of at least 0.999")
 
 
+def test_the_last_day_and_the_antimeridian_are_filters_too(cli, photos, tmp_path):
+    """--before 9999-12-31 keeps every photo; --near at 179.99° east also finds photos just west of -180°."""
+    folder = tmp_path / "pacific"
+    folder.mkdir()
+    red = photos / "red_circle_0000.jpg"
+    with_exif(red, folder / "fiji_east.jpg", "2022:05:01 10:00:00", None, (-17.0, 179.995))
+    with_exif(red, folder / "fiji_west.jpg", "2022:05:01 11:00:00", None, (-17.0, -179.995))
+    with_exif(red, folder / "tonga.jpg", "2022:05:01 12:00:00", None, (-21.1, -175.2))
+    db = tmp_path / "m.db"
+    assert cli("index", folder, "--uri", db, "-q").code == 0
+    search = ("search", "a red circle", "--uri", db, "-k", "10", "--json")
+    assert len(names(cli(*search, "--before", "9999-12-31"))) == 3
+    assert set(names(cli(*search, "--near=-17,179.99,50"))) == {"fiji_east.jpg", "fiji_west.jpg"}
+    assert set(names(cli(*search, "--near=-17,-179.99,50"))) == {"fiji_east.jpg", "fiji_west.jpg"}
+    assert len(names(cli(*search, "--near=-89.99,0,100"))) == 0  # near the pole: every longitude, no photo
+
+
 def test_the_filter_is_shown_with_debug_and_bad_values_are_one_line(cli, indexed):
     run = cli("search", "a red circle", "--uri", indexed, "--camera", "pixel", "--after", "2023-06-01", "--debug")
     assert 'textimg: filter: taken >= 1685577600 and camera_key like "%pixel%"' in run.err

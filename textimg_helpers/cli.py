@@ -31,9 +31,15 @@ def say(*parts) -> None:
 
 def printable(text: str) -> str:
     """``text`` for a terminal: control and format characters (newlines, escape sequences, right-to-left
-    overrides) written as escapes, so one path is one line that reads as it is stored (``--json`` is exact)."""
-    return "".join(char.encode("unicode_escape").decode("ascii") if unicodedata.category(char) in ("Cc", "Cf")
-                   else char for char in text)
+    overrides) written as escapes, and a backslash as two, so one path is one line and two paths never
+    print alike (``a<newline>b`` is ``a\\nb``, a name holding backslash-n is ``a\\\\nb``); ``--json`` is exact."""
+    return "".join(char.encode("unicode_escape").decode("ascii") if char == "\\" or unicodedata.category(char)
+                   in ("Cc", "Cf") else char for char in text)
+
+
+def say_path(line: str) -> None:
+    """``say`` a line that holds paths, ``printable``."""
+    say(printable(line))
 
 
 def open_job(args) -> Session:
@@ -243,13 +249,14 @@ def cmd_duplicates(job: Session, args) -> int:
     per image (the first is the one closest to all the others; score = cosine to it); a summary line
     last. ``--move-extras-to DIR`` then keeps one image per group and moves the others; ``--undo LIST``
     puts them back."""
-    from .duplicates import find_duplicates, move_extras, tier, undo_moves
+    from .duplicates import find_duplicates, tier
+    from .moves import move_extras, undo_moves
     from .store import open_collection
 
     client = job.connect(read_only=True)
     open_collection(client, job.collection_name)  # reads stored vectors: no model is loaded
     if args.undo:
-        restored = undo_moves(client, job.collection_name, args.undo, say=say)
+        restored = undo_moves(client, job.collection_name, args.undo, say=say_path)
         print(f"restored={restored} list={args.undo}")
         return 0
     args.where = photo_where(client, job.collection_name, args)  # --near: the box of the place
@@ -265,9 +272,9 @@ def cmd_duplicates(job: Session, args) -> int:
                 print(f"{hit.score:.3f}  {printable(hit.filepath)}")
         print(f"groups={len(groups)} images={sum(map(len, groups))} rows={n_rows} threshold={args.threshold:g}")
     if args.move_extras_to:
-        moved, listing = move_extras(client, job.collection_name, groups, args.move_extras_to, args.near_identical,
-                                     say=say)
-        say(f"moved={moved} kept={len(groups)} list={listing} (undo: textimg duplicates --undo {listing})")
+        moved, kept, listing = move_extras(client, job.collection_name, groups, args.move_extras_to,
+                                           args.near_identical, say=say_path)
+        say(f"moved={moved} kept={kept} list={listing} (undo: textimg duplicates --undo {listing})")
     return 0
 
 

@@ -31,8 +31,8 @@ from .config import TextimgError, resolved_path
 from .shapes import generate_shapes
 
 __all__ = ["HEIF_SUPPORT", "IMAGE_EXTENSIONS", "MAX_JPEG_PIXELS", "MAX_PIXELS", "UnreadableImage",
-           "check_image", "label_for", "list_image_paths", "load_image", "photo_metadata", "pixels",
-           "raw_pair", "read_query_image", "shapes_images", "wall_clock"]
+           "check_image", "file_digest", "label_for", "list_image_paths", "load_image", "photo_metadata", "pixels",
+           "raw_pair", "read_query_image", "shapes_images", "walk_images", "wall_clock"]
 
 HEIF_EXTENSIONS = {".heic", ".heif"}  # iPhone photos: pillow-heif (a base dependency)
 RAW_EXTENSIONS = {".dng", ".cr2", ".cr3", ".nef", ".arw", ".rw2", ".orf", ".raf"}  # camera RAW: rawpy (the raw extra)
@@ -48,27 +48,44 @@ MAX_JPEG_PIXELS = 178_956_970  # ...except JPEGs (a 108 Mpx phone photo), decode
 
 def list_image_paths(folder: str | os.PathLike, include_hidden: bool = False,
                      exclude: tuple[str, ...] = ()) -> list[Path]:
-    """Every image file under ``folder``, sorted, under its real path: nested folders, linked folders
-    outside it followed once, linked folders inside it listed under their own path only, folders named
-    ``x.jpg`` left out. Unless ``include_hidden``, files and folders whose name starts with ``.`` and
-    ``SYSTEM_FOLDERS`` are left out; so are the paths (relative to ``folder``, with ``/``) that match
-    one of the ``exclude`` globs (a folder that matches, with all it holds)."""
+    """Every image file under ``folder``, sorted, each once under its real path (``walk_images``)."""
+    return walk_images(folder, include_hidden, exclude)[0]
+
+
+def walk_images(folder: str | os.PathLike, include_hidden: bool = False,
+                exclude: tuple[str, ...] = ()) -> tuple[list[Path], list[Path]]:
+    """``(image paths, folders walked)``: every image file under ``folder``, sorted, each once under its
+    real path (a file reached through a linked folder or a linked file is stored where it is), and the
+    real folders walked (``folder`` first, then each linked folder outside it). Linked folders outside
+    it are followed once; links to a folder inside it, to ``folder`` itself or to a folder holding it
+    (``loop -> ..``) are not followed; folders named ``x.jpg`` are left out. Unless ``include_hidden``,
+    files and folders whose name starts with ``.`` and ``SYSTEM_FOLDERS`` are left out; so are the paths
+    (relative to ``folder``, with ``/``) that match one of the ``exclude`` globs (a folder that matches,
+    with all it holds). A broken link is listed under its own path, so that it is reported."""
     root = resolved_path(folder)
     if not root.is_dir():
         raise TextimgError(f"folder not found: {folder}" if not root.exists() else f"not a folder: {folder}")
-    inside, seen_dirs, paths = str(root) + os.sep, set(), []
+    inside, seen_dirs, paths, walked = str(root) + os.sep, set(), set(), [root]
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         real = os.path.realpath(dirpath)
-        if real in seen_dirs:  # a symlink loop or a second link to the same folder
+        if real in seen_dirs:  # a second link to the same folder
             dirnames.clear()
             continue
         seen_dirs.add(real)
+        if real != dirpath and not any(real.startswith(str(w) + os.sep) for w in walked):
+            walked.append(Path(real))
         dirnames[:] = sorted(d for d in dirnames if not _links_inside(os.path.join(dirpath, d), inside)
                              and _kept(root, Path(dirpath) / d, include_hidden, exclude, folder=True))
-        paths += [Path(dirpath) / f for f in filenames
+        paths |= {_real_file(Path(dirpath) / f) for f in filenames
                   if Path(f).suffix.lower() in IMAGE_EXTENSIONS and _is_file(os.path.join(dirpath, f))
-                  and _kept(root, Path(dirpath) / f, include_hidden, exclude)]
-    return sorted(paths)
+                  and _kept(root, Path(dirpath) / f, include_hidden, exclude)}
+    return sorted(paths), walked
+
+
+def _real_file(path: Path) -> Path:
+    """``path`` with its folders' and its own links resolved; a broken link stays as it is."""
+    real = Path(os.path.realpath(path))
+    return real if real.exists() else Path(os.path.realpath(path.parent)) / path.name
 
 
 def _kept(root: Path, path: Path, include_hidden: bool, exclude: tuple[str, ...], folder: bool = False) -> bool:
@@ -91,8 +108,12 @@ def raw_pair(path: Path) -> Path | None:
 
 
 def _links_inside(path: str, inside: str) -> bool:
-    """A symlink to a folder under ``inside`` (walked anyway under its real path)."""
-    return os.path.islink(path) and (os.path.realpath(path) + os.sep).startswith(inside)
+    """A symlink to a folder under ``inside``, to it, or to a folder that holds it (a loop): never followed
+    (the first is walked anyway under its real path)."""
+    if not os.path.islink(path):
+        return False
+    real = os.path.realpath(path) + os.sep
+    return real.startswith(inside) or inside.startswith(real)
 
 
 def _is_file(path: str) -> bool:
@@ -186,19 +207,36 @@ def _decode(path: str | os.PathLike, max_side: int | None, header_only: bool = F
         raise UnreadableImage("HEIC/HEIF photos need pillow-heif, which is not installed: pip install pillow-heif")
     if suffix == ".avif" and not features.check("avif"):
         raise UnreadableImage("AVIF needs a Pillow built with AVIF (Pillow >= 11.2): pip install -U pillow")
-    with Image.open(path) as img:
-        limit = MAX_JPEG_PIXELS if img.format == "JPEG" else MAX_PIXELS
-        if img.width * img.height > limit:
-            raise UnreadableImage(f"refused as a possible decompression bomb: {img.width}x{img.height} is "
-                                  f"{img.width * img.height / 1e6:.0f} Mpx, over the {limit / 1e6:.0f} Mpx "
-                                  f"limit for {img.format} files")
+    with Image.open(path) as img:  # reads the header only: the size is checked before any decoding
+        check_pixels(img.width, img.height, img.format)
         if header_only:
             return None
         if max_side and img.format == "JPEG":
             img.draft("RGB", (max_side, max_side))
+        upright = img.getexif().get(ORIENTATION, 1) == 1
         img.load()
+        if max_side and upright:
+            img = shrink(img, max_side)
         img = ImageOps.exif_transpose(img)
         return to_rgb(crop_centre(img) if max_side else img)
+
+
+def check_pixels(width: int, height: int, format: str | None) -> None:
+    """Refuse an image whose header claims more pixels than ``MAX_PIXELS`` (``MAX_JPEG_PIXELS`` for a
+    JPEG, decoded at reduced scale), before anything is decoded."""
+    limit = MAX_JPEG_PIXELS if format == "JPEG" else MAX_PIXELS
+    if width * height > limit:
+        raise UnreadableImage(f"refused as a possible decompression bomb: {width}x{height} is {width * height:,} "
+                              f"pixels, over the limit of {limit:,} pixels for {format or 'these'} files")
+
+
+def shrink(img: Image.Image, max_side: int) -> Image.Image:
+    """A large decoded image reduced by a whole factor (box filter), its short side still at least
+    ``max_side``, before any conversion copies it (an 81 Mpx RGBA PNG then peaks at its decoded size)."""
+    factor = min(img.size) // max_side
+    if factor < 2 or img.mode not in ("RGB", "RGBA", "L", "LA", "I", "F", "CMYK", "RGBX"):
+        return img
+    return img.reduce(factor)
 
 
 def _decode_raw(path: str | os.PathLike, max_side: int | None, header_only: bool = False) -> Image.Image | None:

@@ -7,35 +7,29 @@ picked at random, each with the rows near it) leave as possible matches, or ever
 vectors are too spread for pivots to rule pairs out (``benchmarks/README.md`` measures both, and
 Milvus range search). Each group has a tier: identical
 files (the same bytes), near-identical (every image at a cosine of at least ``NEAR_IDENTICAL`` to the
-first), or similar. ``move_extras`` resolves groups: one image kept per group, the others moved to a
-folder with a list that ``undo_moves`` reads to put them back; nothing is deleted.
+first), or similar. ``keeper`` names the image a group keeps; ``moves`` resolves the groups.
 """
 
 from __future__ import annotations
 
 import contextvars
-import csv
 import filecmp
-import os
-import shutil
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from pymilvus import MilvusException
 
-from .config import TextimgError
 from .hits import Hit
-from .store import check_filter, each_page, file_metadata, filter_refused, has_metadata, path_id
+from .store import check_filter, each_page, filter_refused, has_metadata
 
-__all__ = ["DEFAULT_THRESHOLD", "all_pairs", "find_duplicates", "group_rows", "linked_pairs", "move_extras",
-           "pivot_pairs", "pivot_plan", "read_vectors", "tier", "undo_moves"]
+__all__ = ["DEFAULT_THRESHOLD", "NEAR_IDENTICAL", "all_pairs", "find_duplicates", "group_rows", "keeper",
+           "linked_pairs", "pivot_pairs", "pivot_plan", "read_vectors", "tier"]
 
 DEFAULT_THRESHOLD = 0.95
 NEAR_IDENTICAL = 0.98  # a group whose images all are at least this close to its first is near-identical
-MOVED_LIST = "textimg-moved.csv"
 KEEP_FIELDS = ("digest", "width", "height", "taken")  # what tiers and the choice of the image to keep read
+FILE_FIELDS = ("size", "mtime")  # what a move checks a file against (every collection stores them)
 BLOCK_SIZE = 512  # rows compared at once: a (BLOCK_SIZE, n) float32 matrix, 200 MB at n = 100,000
 PIVOTS_FROM = 2_000  # rows from which linked_pairs tries pivots (below, every pair is compared at once)
 PIVOT_ROWS = 100  # one pivot per this many rows
@@ -52,7 +46,8 @@ def read_vectors(client, collection_name: str, filter: str = "", batch_size: int
     The ids are split into ``parts`` ranges, each read by its own thread (one waits on Milvus while
     another turns its page into numbers)."""
     check_filter(filter)
-    fields = ["filepath", "label", "vector", *(KEEP_FIELDS if has_metadata(client, collection_name) else ())]
+    fields = ["filepath", "label", "vector", *FILE_FIELDS,
+              *(KEEP_FIELDS if has_metadata(client, collection_name) else ())]
     step = 2 ** 63 // parts  # ids are 63-bit (store.path_id)
     ranges = [f"id >= {k * step}" + (f" and id < {(k + 1) * step}" if k < parts - 1 else "") for k in range(parts)]
     wheres = [f"({filter}) and {r}" if filter else r for r in ranges]
@@ -225,7 +220,8 @@ def rank_group(rows: Sequence[dict], image_embs: np.ndarray, group: Sequence[int
     sims = image_embs[group] @ image_embs[group].T
     first = max(range(len(group)), key=lambda k: (sims[k].sum(), -k))
     hits = [Hit(rows[i]["filepath"], rows[i]["label"], float(sims[first, k]), int(rows[i]["id"]),
-                {key: rows[i][key] for key in KEEP_FIELDS if key in rows[i]}) for k, i in enumerate(group)]
+                {key: rows[i][key] for key in (*FILE_FIELDS, *KEEP_FIELDS) if key in rows[i]})
+            for k, i in enumerate(group)]
     return [hits[first]] + sorted(hits[:first] + hits[first + 1:], key=lambda h: (-h.score, h.filepath))
 
 
@@ -262,94 +258,3 @@ def keeper(group: Sequence[Hit]) -> Hit:
     """The image a group keeps: the most pixels, then the earliest date taken, then the shortest path."""
     return min(group, key=lambda hit: (-(hit.meta.get("width") or 0) * (hit.meta.get("height") or 0),
                                        hit.meta.get("taken") or 0, len(hit.filepath), hit.filepath))
-
-
-def move_extras(client, collection_name: str, groups: list[list[Hit]], target: str | os.PathLike,
-                near_identical: float = NEAR_IDENTICAL, say=print) -> tuple[int, Path]:
-    """Keep one image per group (``keeper``); move the others into ``target`` under their paths relative
-    to the folder all the groups' images share, list each move in ``target/textimg-moved.csv`` (old
-    path, new path, group, tier, score: appended to), and update their rows to the new paths. A file
-    whose new path is taken is left where it is, and said so. Returns the files moved and the list."""
-    target = Path(target).expanduser().resolve()
-    paths = [hit.filepath for group in groups for hit in group]
-    if not paths:
-        return 0, target / MOVED_LIST
-    common = Path(os.path.commonpath(paths)) if len(paths) > 1 else Path(paths[0]).parent
-    common = common if common.is_dir() else common.parent
-    if any(Path(p).parent == target for p in paths):
-        raise TextimgError(f"--move-extras-to {target}: that folder holds images of the groups; name another one")
-    target.mkdir(parents=True, exist_ok=True)
-    listing = target / MOVED_LIST
-    new_list = not listing.exists()
-    moved = 0
-    with open(listing, "a", newline="", encoding="utf-8") as out:
-        writer = csv.writer(out)
-        if new_list:
-            writer.writerow(["old_path", "new_path", "group", "tier", "score"])
-        for number, group in enumerate(groups, 1):
-            kind, kept = tier(group, near_identical), keeper(group)
-            for hit in group:
-                if hit is kept:
-                    continue
-                new = target / Path(hit.filepath).relative_to(common)
-                if new.exists():
-                    say(f"not moved {hit.filepath}: {new} exists")
-                    continue
-                move_file(Path(hit.filepath), new)
-                writer.writerow([hit.filepath, str(new), number, kind, f"{hit.score:.4f}"])
-                out.flush()  # the list holds every move made, even if the next one fails
-                rename_row(client, collection_name, hit.filepath, str(new))
-                say(f"moved {hit.filepath} -> {new}")
-                moved += 1
-    return moved, listing
-
-
-def undo_moves(client, collection_name: str, listing: str | os.PathLike, say=print) -> int:
-    """Put back every file a ``move_extras`` list names, last first, and their rows; a file whose old
-    path is taken again, or that is no longer where it was moved, is left and said so."""
-    try:
-        with open(listing, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-    except OSError as exc:
-        raise TextimgError(f"cannot read {listing}: {exc.strerror or exc}") from None
-    if rows and not {"old_path", "new_path"} <= set(rows[0]):
-        raise TextimgError(f"{listing} is not a list written by --move-extras-to (no old_path, new_path columns)")
-    restored = 0
-    for row in reversed(rows):
-        old, new = Path(row["old_path"]), Path(row["new_path"])
-        if not new.exists():
-            say(f"not restored {old}: {new} is not there (restored already?)")
-            continue
-        if old.exists():
-            say(f"not restored {old}: a file is there again")
-            continue
-        move_file(new, old)
-        rename_row(client, collection_name, str(new), str(old))
-        say(f"restored {old}")
-        restored += 1
-    return restored
-
-
-def move_file(source: Path, target: Path) -> None:
-    """Move a file, folders made as needed; across file systems a copy, checked, then the original removed."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.rename(source, target)
-    except OSError:
-        shutil.copy2(source, target)
-        if os.path.getsize(target) != os.path.getsize(source):
-            target.unlink()
-            raise TextimgError(f"copying {source} to {target} did not complete: nothing was moved") from None
-        source.unlink()
-
-
-def rename_row(client, collection_name: str, old: str, new: str) -> None:
-    """The row of a file now at ``new``: the same vector and metadata, its new path and id."""
-    found = client.get(collection_name, ids=[path_id(old)], output_fields=["*"])
-    if not found:
-        return
-    row = {**dict(found[0]), "filepath": new, "id": path_id(new)}
-    if "taken" in row or has_metadata(client, collection_name):
-        row.update(file_metadata(row))
-    client.upsert(collection_name, [row])
-    client.delete(collection_name, ids=[path_id(old)])

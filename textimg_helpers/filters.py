@@ -54,8 +54,8 @@ def photo_filter(after: str | None = None, before: str | None = None, camera: st
     parts = []
     if after:
         parts.append(f"taken >= {wall_clock(parse_date(after, '--after'))}")
-    if before:
-        parts.append(f"taken < {wall_clock(parse_date(before, '--before') + datetime.timedelta(days=1))}")
+    if before and (end := day_after(parse_date(before, "--before"))) is not None:
+        parts.append(f"taken < {wall_clock(end)}")  # no day after 9999-12-31: every date is before it
     if camera is not None:
         text = camera.strip().lower()
         if not text or set(text) & set('%_"\\'):
@@ -63,11 +63,32 @@ def photo_filter(after: str | None = None, before: str | None = None, camera: st
                                f"without % _ \" or \\, not {camera!r}")
         parts.append(f'camera_key like "%{text}%"')
     if near is not None:
-        dlat = near.km / KM_PER_DEGREE
-        dlon = min(180.0, near.km / (KM_PER_DEGREE * max(0.01, math.cos(math.radians(near.lat)))))
-        parts.append(f"lat >= {near.lat - dlat:.6f} and lat <= {near.lat + dlat:.6f} and "
-                     f"lon >= {near.lon - dlon:.6f} and lon <= {near.lon + dlon:.6f}")
+        parts.append(near_box(near))
     return " and ".join(parts)
+
+
+def day_after(day: datetime.datetime) -> datetime.datetime | None:
+    """The next day, or ``None`` after the last day a date can name (9999-12-31)."""
+    try:
+        return day + datetime.timedelta(days=1)
+    except OverflowError:
+        return None
+
+
+def near_box(near: Near) -> str:
+    """A box of latitudes and longitudes that holds every place within ``near.km``: its longitudes wrap
+    at the antimeridian (±180°), and span every longitude when the circle reaches a pole or is that wide."""
+    dlat = near.km / KM_PER_DEGREE
+    box = f"lat >= {near.lat - dlat:.6f} and lat <= {near.lat + dlat:.6f}"
+    dlon = near.km / (KM_PER_DEGREE * max(1e-9, math.cos(math.radians(near.lat))))
+    if dlon >= 180 or abs(near.lat) + dlat >= 90:
+        return box
+    west, east = near.lon - dlon, near.lon + dlon
+    if west < -180:
+        return f"{box} and (lon >= {west + 360:.6f} or lon <= {east:.6f})"
+    if east > 180:
+        return f"{box} and (lon >= {west:.6f} or lon <= {east - 360:.6f})"
+    return f"{box} and lon >= {west:.6f} and lon <= {east:.6f}"
 
 
 def collection_filter(client, collection_name: str, after: str | None = None, before: str | None = None,

@@ -24,8 +24,7 @@ import numpy as np
 from pymilvus import MilvusException
 
 from .config import TextimgError, resolved_path
-from .data import (IMAGE_EXTENSIONS, check_image, label_for, list_image_paths, load_image, pixels,
-                   raw_pair)
+from .data import (IMAGE_EXTENSIONS, check_image, label_for, load_image, pixels, raw_pair, walk_images)
 from .milvus import check_writable
 from .service.client import WriteFailed
 from .store import (check_collection, count_rows, create_collection, fetch_file_stats, file_metadata, folder_filter,
@@ -161,7 +160,7 @@ def plan_ingestion(client, collection_name: str, folder: str | os.PathLike, mode
     ``remove_missing``, also find the rows of files under ``folder`` that are not there any more (or
     no longer listed: hidden, excluded, a RAW file whose JPEG came beside it)."""
     root = resolved_path(folder)
-    files, skipped = stat_files(root, include_hidden, exclude)
+    files, skipped, walked = stat_files(root, include_hidden, exclude)
     if not files and not skipped:
         raise TextimgError(f"no images in {folder} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))}, "
                            "in any letter case, in sub-folders too)")
@@ -174,18 +173,19 @@ def plan_ingestion(client, collection_name: str, folder: str | os.PathLike, mode
         client.load_collection(collection_name)
         known = fetch_file_stats(client, collection_name, [f.id for f in files])
         if remove_missing:
-            gone = find_gone(client, collection_name, root, {f.id for f in files}, len(known))
+            gone = find_gone(client, collection_name, walked, {f.id for f in files}, len(known))
     todo = [f for f in files if known.get(f.id) != (f.size, f.mtime)]
     return IngestPlan(root, todo, len(files) - len(todo), skipped, gone, {f.id for f in todo} & set(known))
 
 
 def stat_files(root: Path, include_hidden: bool = False,
-               exclude: tuple[str, ...] = ()) -> tuple[list[FileInfo], list[tuple[str, str]]]:
-    """Every image file under ``root`` with its size and mtime, and ``(path, reason)`` for those that
+               exclude: tuple[str, ...] = ()) -> tuple[list[FileInfo], list[tuple[str, str]], list[Path]]:
+    """Every image file under ``root`` with its size and mtime, ``(path, reason)`` for those that
     cannot even be looked at (a broken link, a name Milvus cannot store) or are the RAW half of a
-    RAW + JPEG pair."""
+    RAW + JPEG pair, and the real folders walked (``walk_images``)."""
     files, skipped = [], []
-    for path in list_image_paths(root, include_hidden, exclude):
+    paths, walked = walk_images(root, include_hidden, exclude)
+    for path in paths:
         if (pair := raw_pair(path)) is not None:
             skipped.append((str(path), f"RAW file beside {pair.name}: one photo, indexed from {pair.name}"))
             continue
@@ -200,15 +200,17 @@ def stat_files(root: Path, include_hidden: bool = False,
             broken = " (broken symbolic link)" if path.is_symlink() else ""
             skipped.append((str(path), f"cannot read file: {exc.strerror or exc}{broken}"))
             continue
-        files.append(FileInfo(str(path), st.st_size, st.st_mtime_ns, path_id(str(path)), label_for(path, root)))
-    return files, skipped
+        home = max((w for w in walked if w in path.parents), key=lambda w: len(w.parts), default=root)
+        files.append(FileInfo(str(path), st.st_size, st.st_mtime_ns, path_id(str(path)), label_for(path, home)))
+    return files, skipped, walked
 
 
-def find_gone(client, collection_name: str, root: Path, present: set[int], known: int) -> list[int]:
-    """Ids of rows under ``root`` whose file is not among ``present`` (deleted, moved or renamed)."""
-    if count_rows(client, collection_name, folder_filter(root)) <= known:
-        return []  # every row under root is a file still there (the usual case: one count, no listing)
-    return [i for i in rows_under(client, collection_name, root) if i not in present]
+def find_gone(client, collection_name: str, roots: list[Path], present: set[int], known: int) -> list[int]:
+    """Ids of rows under the folders walked (``roots``) whose file is not among ``present`` (deleted,
+    moved or renamed)."""
+    if sum(count_rows(client, collection_name, folder_filter(root)) for root in roots) <= known:
+        return []  # every row under the roots is a file still there (the usual case: one count, no listing)
+    return sorted({i for root in roots for i in rows_under(client, collection_name, root) if i not in present})
 
 
 def screen_files(plan: IngestPlan) -> None:

@@ -17,7 +17,8 @@ from pathlib import Path
 import ipywidgets as widgets
 
 from ..config import error_text, model_for_name
-from ..duplicates import DEFAULT_THRESHOLD, find_duplicates, move_extras, tier
+from ..duplicates import DEFAULT_THRESHOLD, find_duplicates, tier
+from ..moves import move_extras
 from ..hits import Hit
 from ..store import check_collection, collection_info, count_rows
 from ..widgets import SearchPanel, close_widgets, status_html
@@ -198,14 +199,17 @@ class ExploreApp:
         if not folder:
             done.value = status_html("type a folder for the extras in the Move to box first", error=True)
             return
+        said: list[str] = []
         try:
-            moved, listing = move_extras(self.session.connect(), self.session.collection_name, [group],
-                                         self.path(folder), say=lambda *_: None)
+            moved, _kept, listing = move_extras(self.session.connect(), self.session.collection_name, [group],
+                                                self.path(folder), say=said.append)
         except Exception as exc:
             done.value = status_html(error_text(exc), error=True)
             return
         button.disabled = True
-        done.value = status_html(f"moved {moved} to {listing.parent} (undo: textimg duplicates --undo {listing})")
+        left = [line for line in said if line.startswith("not moved")]  # checked just before each move
+        done.value = status_html("; ".join([f"moved {moved} to {listing.parent} (undo: textimg duplicates --undo "
+                                            f"{listing})", *left]), error=bool(left))
         self.show_info()
 
     def path(self, typed: str) -> Path:
