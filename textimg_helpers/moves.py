@@ -17,6 +17,7 @@ bytes; a second undo finds nothing left to do.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import hashlib
@@ -111,8 +112,8 @@ def move_file(source: Path, target: Path, size: int, sha256: str) -> None:
     """Move ``source`` to ``target`` (folders made as needed), which must not exist: a hard link then the
     old name removed; where that cannot be (another file system, no hard links), ``copy_checked``.
     Raises ``MoveFailed`` with ``source`` still in place and nothing left at ``target``."""
-    target.parent.mkdir(parents=True, exist_ok=True)
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
         os.link(source, target, follow_symlinks=False)
     except FileExistsError:
         raise MoveFailed(f"{target} exists") from None
@@ -121,7 +122,11 @@ def move_file(source: Path, target: Path, size: int, sha256: str) -> None:
             raise MoveFailed(exc.strerror or str(exc)) from None
         copy_checked(source, target, size, sha256)
     sync_folder(target.parent)
-    os.unlink(source)
+    try:
+        os.unlink(source)
+    except OSError as exc:  # the old name cannot go (a read-only folder): the new one goes instead
+        os.unlink(target)
+        raise MoveFailed(f"cannot remove it from its folder: {exc.strerror or exc}") from None
     sync_folder(source.parent)
 
 
@@ -239,20 +244,27 @@ class Mover:
             return
         size, sha = extra_now.st.st_size, sha256_of(hit.filepath)
         line = [hit.filepath, str(new), number, kind, f"{hit.score:.4f}", size, sha]
-        self.listing.write(line + ["moving"])
         try:
+            self.listing.write(line + ["moving"])
             move_file(Path(hit.filepath), new, size, sha)
-        except MoveFailed as exc:
-            self.listing.write(line + ["failed"])
+        except (MoveFailed, OSError) as exc:
+            with contextlib.suppress(OSError):
+                self.listing.write(line + ["failed"])
             raise self.failed(hit.filepath, exc) from None
-        self.listing.write(line + ["moved"])
         rename_row(self.client, self.collection_name, hit.filepath, str(new))
-        self.say(f"moved {hit.filepath} -> {new}")
         self.moved += 1
+        self.say(f"moved {hit.filepath} -> {new}")
+        try:
+            self.listing.write(line + ["moved"])
+        except OSError as exc:  # its "moving" line is enough for undo to find it
+            raise MoveFailed(f"moved {hit.filepath}, then could not write the list: {exc.strerror or exc}; "
+                             f"{self.moved} files were moved: undo them: textimg duplicates --undo "
+                             f"{self.listing.path}") from None
 
-    def failed(self, path: str, exc: MoveFailed) -> TextimgError:
+    def failed(self, path: str, exc: Exception) -> TextimgError:
         undo = f"undo them: textimg duplicates --undo {self.listing.path}" if self.moved else "nothing was moved"
-        return MoveFailed(f"could not move {path}: {exc} (it is still in its place, no partial copy left); "
+        reason = exc if isinstance(exc, MoveFailed) else f"cannot write the list: {exc.strerror or exc}"
+        return MoveFailed(f"could not move {path}: {reason} (it is still in its place, no partial copy left); "
                           f"{self.moved} files were moved before it: {undo}")
 
 
