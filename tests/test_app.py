@@ -22,6 +22,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from PIL import Image
 
 from conftest import run_cli, shapes_folder, textimg_command, wait_for
 from test_browser import CHROMIUM, SCREENSHOTS, page, sync_playwright  # noqa: F401 (page: a fixture)
@@ -248,6 +249,27 @@ def test_a_group_is_resolved_from_the_page_and_undone_from_the_terminal(open_app
     assert text_of(app.info).startswith("app: 121 images")  # moved, still in the collection
     undone = cli("duplicates", "--uri", uri, "--collection", COLLECTION, "--undo", listing)
     assert undone.code == 0 and undone.out.startswith("restored=1 ") and len(list(folder.iterdir())) == 121
+
+
+def test_the_move_button_leaves_a_file_changed_since_the_groups_were_shown(open_app, photos, tmp_path):
+    folder = tmp_path / "photos"
+    shutil.copytree(photos, folder)
+    uri = str(tmp_path / "milvus.db")
+    index_photos(folder, uri)
+    app = open_app(uri)
+    app.threshold.value = 0.999
+    app.duplicates_button.click()
+    app.extras_folder.value = str(tmp_path / "extras")
+    paths = [Path(p) for p in re.findall(r'title="([^"]+)"', str([c.children[1].value for c in
+                                                                 app.groups.children[0].children[1].children]))]
+    for path in paths:  # both replaced by other pictures after the groups were shown
+        Image.new("RGB", (48, 48), (10, 20, 30)).save(path, format="PNG")
+    before = {p: p.read_bytes() for p in paths}
+    move, done = app.groups.children[0].children[2].children
+    move.click()
+    assert text_of(done).startswith(f"moved 0 to {tmp_path / 'extras'} ")
+    assert "is not safe: it changed since the duplicates were found" in text_of(done)
+    assert {p: p.read_bytes() for p in paths} == before
 
 
 # --- the real command, in Chromium --------------------------------------------------------------------
