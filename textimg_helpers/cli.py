@@ -49,7 +49,7 @@ def cmd_index(job: Session, args) -> int:
 
     options = IndexOptions(batch_size=args.batch_size, num_workers=args.workers, write_every=args.write_every,
                            remove_missing=not args.keep_missing, include_hidden=args.include_hidden,
-                           exclude=tuple(args.exclude), upgrade=args.upgrade,
+                           exclude=tuple(args.exclude), upgrade=args.upgrade, ocr=args.ocr,
                            progress=not args.quiet, verbose=not args.quiet)
     report = index_folder(job.connect(), job.collection_name, args.folder,
                           LoadLater(job.model_name, job.load_encoder), options)
@@ -444,6 +444,10 @@ def add_index_commands(sub, common) -> None:
     p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
                    help="leave out the paths (relative to FOLDER, with /) matching GLOB, e.g. 'private/*' or "
                         "'*.gif'; repeatable")
+    p.add_argument("--ocr", action="store_true",
+                   help="also read the words written in the pictures, for search --match words|both (the ocr "
+                        "extra; a collection indexed without it gets its words read, nothing encoded again; "
+                        "once a collection has words, every later index reads them)")
 
 
 def add_photo_filters(p) -> None:
