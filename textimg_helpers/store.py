@@ -23,7 +23,7 @@ from .data import photo_metadata, wall_clock
 from .hits import Hit
 from .milvus import pymilvus_errors_unlogged
 
-__all__ = ["INDEX_PARAMS", "SEARCH_PARAMS", "camera_names", "check_collection", "check_filter", "each_page",
+__all__ = ["INDEX_PARAMS", "SEARCH_PARAMS", "SPARSE_FIELD", "TEXT_FIELD", "WORDS_PENDING", "camera_names", "check_collection", "check_filter", "each_page",
            "collection_info", "count_rows", "create_collection", "drop_collection", "fetch_file_stats",
            "file_metadata", "filter_refused", "folder_filter", "has_metadata", "has_words", "metadata_missing_message",
            "open_collection", "path_id", "rows_under", "search_by_vector", "search_by_words", "search_hybrid",
@@ -34,10 +34,13 @@ INDEX_PARAMS = {"index_type": "IVF_FLAT", "metric_type": "COSINE", "params": {"n
 SEARCH_PARAMS = {"metric_type": "COSINE", "params": {"nprobe": 16}}
 # The words read in a picture (``textimg index --ocr``): a text field Milvus' analyzer splits into words, and
 # a BM25 function that Milvus itself runs on every row written, into a sparse vector searched by BM25.
-TEXT_FIELD, SPARSE_FIELD, MAX_TEXT = "text", "text_sparse", 8192
+TEXT_FIELD = "text"
+SPARSE_FIELD = "text_sparse"
+MAX_TEXT = 8192
 WORDS_INDEX_PARAMS = {"index_type": "SPARSE_INVERTED_INDEX", "metric_type": "BM25"}
 WORDS_PENDING = "words_pending"  # a row copied into a collection with words, whose words are not read yet
 RRF_K = 60  # reciprocal-rank fusion: a hit at rank r of one search adds 1 / (RRF_K + r) to its score
+HYBRID_CANDIDATES = 100  # each search of a hybrid search ranks at least this many, so that fusion sees both lists
 MAX_TOP_K = 16384  # Milvus' limit for one search
 # A filter is refused before Milvus parses it when it is longer or nested deeper than this (about 60 KB
 # of nested parentheses crashed the Milvus Lite binary, and with it every client of a shared file).
@@ -310,7 +313,7 @@ def search_by_vector(client: MilvusClient, collection_name: str, vectors: np.nda
     """The ``top_k`` nearest rows for each query vector, best first."""
     vectors = query_vectors(vectors, top_k, filter)
     with search_errors(client, collection_name, filter, vectors):
-        res = client.search(collection_name, data=vectors.tolist(), limit=min(top_k, MAX_TOP_K),
+        res = client.search(collection_name, data=vectors.tolist(), limit=min(top_k, MAX_TOP_K), anns_field="vector",
                             filter=filter or "", output_fields=hit_fields(client, collection_name),
                             search_params=SEARCH_PARAMS, consistency_level="Strong")
     return [[hit_of(h) for h in hits] for hits in res]
@@ -333,14 +336,15 @@ def search_by_words(client: MilvusClient, collection_name: str, query: str, top_
 def search_hybrid(client: MilvusClient, collection_name: str, query: str, vector: np.ndarray, top_k: int = 10,
                   filter: str = "") -> list[Hit]:
     """One Milvus ``hybrid_search``: the words (BM25 on ``query``) and the pictures (cosine to ``vector``),
-    each searched for its ``top_k`` best, fused by reciprocal rank (``RRFRanker``): a row's score is the
-    sum of 1 / (60 + its rank) in each list it is in, so a row found by both comes first."""
+    each ranking its ``HYBRID_CANDIDATES`` best (``top_k`` if more), fused by reciprocal rank
+    (``RRFRanker``): a row's score is the sum of 1 / (60 + its rank) in each list it is in, so a row found
+    by both comes first; the ``top_k`` best are returned."""
     vectors = query_vectors(vector, top_k, filter)
     check_words(client, collection_name)
-    limit = min(top_k, MAX_TOP_K)
+    limit, candidates = min(top_k, MAX_TOP_K), min(max(top_k, HYBRID_CANDIDATES), MAX_TOP_K)
     requests = [AnnSearchRequest(data=[query], anns_field=SPARSE_FIELD, param={"metric_type": "BM25"},
-                                 limit=limit, expr=filter or ""),
-                AnnSearchRequest(data=vectors.tolist(), anns_field="vector", param=SEARCH_PARAMS, limit=limit,
+                                 limit=candidates, expr=filter or ""),
+                AnnSearchRequest(data=vectors.tolist(), anns_field="vector", param=SEARCH_PARAMS, limit=candidates,
                                  expr=filter or "")]
     with search_errors(client, collection_name, filter, vectors):
         res = client.hybrid_search(collection_name, requests, ranker=RRFRanker(RRF_K), limit=limit,
