@@ -28,7 +28,7 @@ __all__ = ["DETECT_PIXELS", "OCR_MISSING", "READ_SIDE", "WordReader", "check_ocr
 
 OCR_MISSING = 'reading the words in images needs the ocr extra, which is not installed: pip install "textimg-helpers[ocr]"'
 READ_SIDE = 1600  # the longest side of the copy the recogniser crops words from (a phone photo is 4032)
-DETECT_PIXELS = 480 * 360  # the detector's copy has at most this many pixels (one small forward pass)
+DETECT_PIXELS = 400 * 300  # the detector's copy has at most this many pixels (one small forward pass)
 MIN_SCORE = 0.5  # words read with less confidence are left out
 MAX_CHARS = 8192  # the stored text field's length
 
@@ -86,7 +86,8 @@ class WordReader:
             from rapidocr import RapidOCR
 
             self._engine = RapidOCR(params={"Global.log_level": "error", "Det.limit_type": "max",
-                                            "Det.limit_side_len": 4096})
+                                            "Det.limit_side_len": 4096,
+                                            "EngineConfig.onnxruntime.enable_cpu_mem_arena": True})
         return self._engine
 
     def find_text(self, image: Image.Image) -> np.ndarray:
