@@ -151,3 +151,63 @@ def test_the_ocr_engine_is_imported_only_when_words_are_read():
             "print('rapidocr' in sys.modules, 'onnxruntime' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.split() == ["False", "False"], done.stderr
+
+
+def test_an_old_collection_without_metadata_gets_metadata_and_words_with_ocr_keeping_its_vectors(
+        tmp_path, shapes_encoder, counted_reads):
+    import numpy as np
+    from pymilvus import DataType, MilvusClient
+
+    from textimg_helpers.data import label_for, load_image
+    from textimg_helpers.milvus import connect
+    from textimg_helpers.store import INDEX_PARAMS, path_id
+
+    folder, uri = tmp_path / "pictures", tmp_path / "old.db"
+    folder.mkdir()
+    sign_picture("Florist", (800, 600), 56, 4, seed=5).save(folder / "florist.jpg")
+    client = connect(str(uri))
+    schema = MilvusClient.create_schema(auto_id=False, description=json.dumps({"model": "shapes-clip", "dim": 128}))
+    for name, kind, extra in [("id", DataType.INT64, {"is_primary": True}), ("filepath", DataType.VARCHAR, {"max_length": 4096}),
+                              ("label", DataType.VARCHAR, {"max_length": 512}), ("size", DataType.INT64, {}),
+                              ("mtime", DataType.INT64, {}), ("vector", DataType.FLOAT_VECTOR, {"dim": 128})]:
+        schema.add_field(name, kind, **extra)
+    index = client.prepare_index_params()
+    index.add_index(field_name="vector", **INDEX_PARAMS)
+    client.create_collection("textimg_shapes_clip", schema=schema, index_params=index, consistency_level="Strong")
+    path = folder / "florist.jpg"
+    emb = shapes_encoder.encode_images([load_image(path)])[0]
+    client.insert("textimg_shapes_clip", [{"id": path_id(str(path)), "filepath": str(path), "label": label_for(path),
+                                           "size": path.stat().st_size, "mtime": path.stat().st_mtime_ns,
+                                           "vector": emb.tolist()}])
+    run = run_cli("index", folder, "--uri", uri, "--ocr")
+    assert run.summary == {"indexed": 0, "skipped": 0, "unchanged": 1, "total": 1}, run.err
+    assert "rows now store date taken, camera and place, and a place for the words" in run.err
+    assert counted_reads == ["florist.jpg"]
+    (row,) = client.query("textimg_shapes_clip", filter="", output_fields=["vector", "text", "taken"], limit=10)
+    assert np.allclose(row["vector"], emb, atol=1e-6) and row["text"] == "Florist" and row["taken"] > 0
+    client.close()
+
+
+def test_the_app_offers_the_three_modes_and_shows_the_words_of_each_hit(library, shapes_encoder):
+    from textimg_helpers.config import Settings
+    from textimg_helpers.session import Session
+    from textimg_helpers.web.app import ExploreApp
+
+    session = Session.from_settings(Settings(profile="shapes", milvus_uri=str(library.uri),
+                                             data_dir=library.uri.parent / "data"))
+    session._encoder = shapes_encoder
+    app = ExploreApp(session, top_k=3, progress=False)
+    try:
+        assert app.panel.match.value == "both" and not app.panel.match.disabled  # the collection has words
+        app.panel.query.value = "bakery"
+        app.panel.submit.click()
+        assert app.panel.hits[0].text == "BAKERY" and "(match: words and pictures)" in app.panel.status.value
+        assert "<i>BAKERY</i>" in app.panel.results.children[0].children[-1].value  # its words, under it
+        app.panel.match.value = "words"
+        app.panel.submit.click()
+        assert [hit.text for hit in app.panel.hits] == ["BAKERY"]
+        app.panel.match.value = "image"
+        app.panel.submit.click()
+        assert len(app.panel.hits) == 3 and "match" not in app.panel.status.value
+    finally:
+        session.connect().close()
