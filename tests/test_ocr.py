@@ -211,3 +211,13 @@ def test_the_app_offers_the_three_modes_and_shows_the_words_of_each_hit(library,
         assert len(app.panel.hits) == 3 and "match" not in app.panel.status.value
     finally:
         session.connect().close()
+
+
+def test_a_milvus_2_3_server_refuses_the_words_in_one_line(milvus_server, tmp_path, shapes_encoder):
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    sign_picture("EXIT", (640, 480), 64, 0, seed=7).save(folder / "exit.jpg")
+    run = run_cli("index", folder, "--uri", milvus_server, "--collection", "words_on_2_3", "--ocr", "-q")
+    assert run.code == 1 and "full-text search needs Milvus 2.5 or later" in run.last_err, run.err
+    again = run_cli("index", folder, "--uri", milvus_server, "--collection", "words_on_2_3", "-q")  # no half-made collection
+    assert again.summary == {"indexed": 1, "skipped": 0, "unchanged": 0, "total": 1}, again.err

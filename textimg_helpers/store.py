@@ -119,8 +119,16 @@ def create_collection(client: MilvusClient, collection_name: str, dim: int, mode
     index_params.add_index(field_name="vector", **INDEX_PARAMS)
     if words:
         add_words(schema, index_params)
-    client.create_collection(collection_name, schema=schema, index_params=index_params,
-                             consistency_level="Strong")
+    try:
+        client.create_collection(collection_name, schema=schema, index_params=index_params,
+                                 consistency_level="Strong")
+    except MilvusException as exc:
+        if not words:
+            raise
+        if client.has_collection(collection_name):  # made, then its index refused (Milvus 2.3): not half made
+            client.drop_collection(collection_name)
+        raise TextimgError(f"Milvus refused a collection with the words' fields (full-text search needs Milvus "
+                           f"2.5 or later, or Milvus Lite 2.5): {exc.message}") from None
 
 
 def add_words(schema, index_params) -> None:
