@@ -63,7 +63,7 @@ class IngestPlan:
     changed: set[int] = field(default_factory=set)  # ids in ``todo`` that have an older row
     unreadable: list[tuple[FileInfo, str]] = field(default_factory=list)  # from ``todo``, by ``screen_files``
     words: bool = False  # the collection stores the words read in its pictures (``--ocr``)
-    pending: list[dict] = field(default_factory=list)  # rows (vectors kept) whose words are still to be read
+    pending: list[dict] = field(default_factory=list)  # {"id", "filepath"} of rows whose words are still to be read
 
 
 @dataclass
@@ -182,15 +182,15 @@ def upgrade_if_asked(client, collection_name: str, model: str, options: IndexOpt
 
 
 def pending_words(client, collection_name: str, plan: IngestPlan) -> list[dict]:
-    """The rows under ``plan.folder`` (every field, vectors too) whose words are not read yet and whose
-    file is neither to be encoded again nor gone (an unchanged re-run finds none in one query)."""
+    """``{"id", "filepath"}`` of the rows under ``plan.folder`` whose words are not read yet and whose file
+    is neither to be encoded again nor gone (an unchanged re-run finds none, in one query)."""
     if not client.has_collection(collection_name) or not has_words(client, collection_name):
         return []
     root, skip = str(plan.folder) + os.sep, {f.id for f in plan.todo} | set(plan.gone)
     found = []
     each_page(client, collection_name, lambda page: found.extend(
         dict(row) for row in page if row["filepath"].startswith(root) and row["id"] not in skip),
-        f"{folder_filter(plan.folder)} and {WORDS_PENDING} == 1")
+        f"{folder_filter(plan.folder)} and {WORDS_PENDING} == 1", ["id", "filepath"])
     return found
 
 
@@ -350,20 +350,22 @@ def read_words(words: WordReader | None, paths: list[str], stage_seconds: dict) 
     return texts
 
 
-def read_pending_words(rows: list[dict], words: WordReader, writer: Writer, progress: bool = True) -> None:
-    """Read the words of rows indexed before (``--ocr`` on an older collection) and write the rows
-    back with them, vectors unchanged: nothing is encoded again."""
+def read_pending_words(pending: list[dict], words: WordReader, writer: Writer, progress: bool = True,
+                       batch_size: int = 32) -> None:
+    """Read the words of rows indexed before (``--ocr`` on an older collection) and write each row back
+    with them, its vector unchanged (nothing is encoded again); rows are fetched ``batch_size`` at a time."""
     from tqdm.auto import tqdm
 
-    stage_seconds = writer.report.stage_seconds
-    for start in tqdm(range(0, len(rows), 32), unit="batch", desc="reading words", disable=not progress):
-        part = rows[start:start + 32]
-        texts = read_words(words, [row["filepath"] for row in part], stage_seconds)
-        part = [{**{k: v for k, v in row.items() if k != WORDS_PENDING}, TEXT_FIELD: text}
-                for row, text in zip(part, texts)]
+    client, name, stage_seconds = writer.client, writer.collection_name, writer.report.stage_seconds
+    for start in tqdm(range(0, len(pending), batch_size), unit="batch", desc="reading words", disable=not progress):
+        ids = ",".join(str(row["id"]) for row in pending[start:start + batch_size])
+        rows = [dict(row) for row in client.query(name, filter=f"id in [{ids}]", output_fields=["*"])]
+        texts = read_words(words, [row["filepath"] for row in rows], stage_seconds)
+        rows = [{**{k: v for k, v in row.items() if k != WORDS_PENDING}, TEXT_FIELD: text}
+                for row, text in zip(rows, texts)]
         with timed(stage_seconds, "write"), writer.said_if_dropped():
-            upsert_rows(writer.client, writer.collection_name, part)
-        writer.report.words_read += len(part)
+            upsert_rows(client, name, rows)
+        writer.report.words_read += len(rows)
 
 
 def row_for(info: FileInfo, emb: np.ndarray, text: str | None = None) -> dict:
