@@ -30,7 +30,7 @@ OCR_MISSING = 'reading the words in images needs the ocr extra, which is not ins
 READ_SIDE = 1600  # the longest side of the copy the recogniser crops words from (a phone photo is 4032)
 DETECT_PIXELS = 400 * 300  # the detector's copy has at most this many pixels (one small forward pass)
 MIN_SCORE = 0.5  # words read with less confidence are left out
-MAX_CHARS = 8192  # the stored text field's length
+MAX_BYTES = 8192  # the stored text field's length (store.MAX_TEXT), in UTF-8 bytes
 
 
 def ocr_available() -> bool:
@@ -104,7 +104,7 @@ class WordReader:
         crops = [get_rotate_crop_image(pixels, box.astype(np.float32)) for box in boxes]
         read = self.engine._load_rec_model()(TextRecInput(img=crops))
         texts = [t.strip() for t, score in zip(read.txts or (), read.scores) if score >= self.min_score]
-        return " ".join(t for t in texts if t)[:MAX_CHARS]
+        return " ".join(t for t in texts if t).encode("utf-8")[:MAX_BYTES].decode("utf-8", "ignore")
 
     def read_image(self, image: Image.Image) -> str:
         """The words in ``image`` (PIL), top to bottom ("" when none): detected on a reduced copy, read
