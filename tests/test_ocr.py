@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from conftest import run_cli
-from word_images import make_word_images, sign_picture
+from word_images import KEYS, make_word_images, sign_picture
 from textimg_helpers import ocr
 from textimg_helpers.ocr import OCR_MISSING, WordReader
 
@@ -74,7 +74,8 @@ def test_hits_carry_the_words_read_and_both_is_the_default(library):
     words = search(library, "pharmacy", "--match", "words")
     assert [Path(h["filepath"]).name for h in words] == ["sign_01.jpg"]  # only rows holding the word
     plain = search(library, "a picture", "--match", "image", "-k", "30")
-    assert len(plain) == 30 and {h["text"] for h in plain if "plain" in h["filepath"]} <= {"", "8"}
+    stray = [h["text"] for h in plain if "plain" in h["filepath"]]  # at most a stray character on a noisy picture
+    assert len(plain) == 30 and len(stray) == 6 and not any(key.lower() in text.lower() for key in KEYS for text in stray)
 
 
 def test_filters_apply_to_every_mode(library):
