@@ -203,7 +203,7 @@ def test_the_app_offers_the_three_modes_and_shows_the_words_of_each_hit(library,
         app.panel.query.value = "bakery"
         app.panel.submit.click()
         assert app.panel.hits[0].text == "BAKERY" and "(match: words and pictures)" in app.panel.status.value
-        assert "<i>BAKERY</i>" in app.panel.results.children[0].children[-1].value  # its words, under it
+        assert '">BAKERY</i>' in app.panel.results.children[0].children[-1].value  # its words, under it
         app.panel.match.value = "words"
         app.panel.submit.click()
         assert [hit.text for hit in app.panel.hits] == ["BAKERY"]

@@ -81,10 +81,10 @@ class AppPanel(SearchPanel):
                              tooltip=f"append + {hit.filepath} to the query")
         add.on_click(lambda _button: self.add_to_query(hit))
         card.children = (*card.children, add)
-        if hit.text:  # the words read in the picture, under it
+        if hit.text:  # the words read in the picture, under it (an <i>: the label's <span title> stays the only one)
             shown = hit.text if len(hit.text) <= MAX_WORDS_SHOWN else hit.text[:MAX_WORDS_SHOWN] + "..."
             card.children = (*card.children, widgets.HTML(
-                f'<span class="textimg-words" title="{html.escape(hit.text)}"><i>{html.escape(shown)}</i></span>',
+                f'<i class="textimg-words" title="{html.escape(hit.text)}">{html.escape(shown)}</i>',
                 layout=widgets.Layout(width=f"{self.thumb_size}px")))
         return card
 
