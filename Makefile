@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_ingest.py --random-weights
 	$(BIN)/python benchmarks/bench_search.py --random-weights
 	$(BIN)/python benchmarks/bench_duplicates.py
+	$(BIN)/python benchmarks/bench_ocr.py --random-weights
 
 train-shapes: $(STAMP)
 	$(BIN)/python scripts/train_shapes_clip.py

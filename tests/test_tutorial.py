@@ -36,7 +36,9 @@ TERMS = {"CLIP": r"\bCLIP\b", "ViT-B/32": r"ViT-B/32", "embedding": r"\bembeddin
          "collection": r"\bcollections?\b", "schema": r"\bschema\b", "IVF_FLAT": r"\bIVF_FLAT\b",
          "nlist and nprobe": r"\bnlist\b", "consistency level": r"\b[Cc]onsistency\b", "upsert": r"\b[Uu]psert\b",
          "contrastive learning": r"\bcontrastive\b", "zero-shot": r"\bzero-shot\b", "recall@k": r"\brecall@",
-         "mAP": r"\bmAP\b", "prompt ensembling": r"\bensembling\b", "top-k": r"\btop-k\b", "filter": r"\b[Ff]ilters?\b"}
+         "mAP": r"\bmAP\b", "prompt ensembling": r"\bensembling\b", "top-k": r"\btop-k\b", "filter": r"\b[Ff]ilters?\b",
+         "OCR": r"\bOCR\b", "BM25": r"\bBM25\b", "hybrid search": r"\b[Hh]ybrid search\b",
+         "reciprocal-rank fusion": r"\breciprocal-rank fusion\b"}
 REQUIRED_TERMS = ["CLIP", "contrastive learning", "embedding", "cosine similarity", "token", "ViT-B/32", "Milvus",
                   "collection", "index", "IVF_FLAT", "nlist and nprobe", "consistency level", "upsert", "recall@k",
                   "mAP", "zero-shot"]

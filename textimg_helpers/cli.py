@@ -55,7 +55,7 @@ def cmd_index(job: Session, args) -> int:
 
     options = IndexOptions(batch_size=args.batch_size, num_workers=args.workers, write_every=args.write_every,
                            remove_missing=not args.keep_missing, include_hidden=args.include_hidden,
-                           exclude=tuple(args.exclude), upgrade=args.upgrade,
+                           exclude=tuple(args.exclude), upgrade=args.upgrade, ocr=args.ocr,
                            progress=not args.quiet, verbose=not args.quiet)
     report = index_folder(job.connect(), job.collection_name, args.folder,
                           LoadLater(job.model_name, job.load_encoder), options)
@@ -64,21 +64,38 @@ def cmd_index(job: Session, args) -> int:
 
 
 def cmd_search(job: Session, args) -> int:
-    from .search import check_terms, describe_terms, parse_terms, search_by_terms
+    from .search import check_terms, describe_terms, parse_terms, search_by_terms, search_words_and_image, words_of
     from .evaluate import ENSEMBLE_TEMPLATES
-    from .store import open_collection
+    from .store import open_collection, search_by_words
 
     terms = check_terms(parse_terms(args.query, args.plus, args.minus))  # fail fast, before loading anything
     args.grid = grid_path(args.grid)
     client = job.connect(read_only=True)
     open_collection(client, job.collection_name, job.query_model_name)
     args.where = photo_where(client, job.collection_name, args)
+    title = describe_terms(terms) if len(terms) > 1 else args.query
+    match = match_mode(client, job.collection_name, args.match, words_of(terms))
+    if match == "words":  # Milvus alone: no model is loaded
+        return print_hits(search_by_words(client, job.collection_name, words_of(terms), args.k, args.where), args, title)
     templates = ENSEMBLE_TEMPLATES if args.ensemble else None
     text_encoder = job.load_text_encoder() if job.text_model != "clip" else None
     encoder = job.load_encoder() if text_encoder is None or any(t.is_image for t in terms) else text_encoder
-    hits = search_by_terms(client, job.collection_name, encoder, terms, args.k, args.where, templates,
-                           text_encoder=text_encoder)
-    return print_hits(hits, args, title=describe_terms(terms) if len(terms) > 1 else args.query)
+    search = search_words_and_image if match == "both" else search_by_terms
+    hits = search(client, job.collection_name, encoder, terms, args.k, args.where, templates, text_encoder=text_encoder)
+    return print_hits(hits, args, title=title)
+
+
+def match_mode(client, collection_name: str, match: str | None, words: str) -> str:
+    """``--match``: what a search compares, the words read in the pictures, the pictures, or both; by
+    default both when the collection stores words and the query has some, else the pictures."""
+    from .store import has_words
+
+    if match is None:
+        return "both" if words and has_words(client, collection_name) else "image"
+    if match != "image" and not words:
+        raise TextimgError(f"--match {match} searches the words read in the pictures for the words of a text "
+                           "query; an image query searches the pictures (--match image)")
+    return match
 
 
 def photo_where(client, collection_name: str, args) -> str:
@@ -451,6 +468,10 @@ def add_index_commands(sub, common) -> None:
     p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
                    help="leave out the paths (relative to FOLDER, with /) matching GLOB, e.g. 'private/*' or "
                         "'*.gif'; repeatable")
+    p.add_argument("--ocr", action="store_true",
+                   help="also read the words written in the pictures, for search --match words|both (the ocr "
+                        "extra; a collection indexed without it gets its words read, nothing encoded again; "
+                        "once a collection has words, every later index reads them)")
 
 
 def add_photo_filters(p) -> None:
@@ -472,7 +493,8 @@ def add_search_commands(sub, common) -> None:
         p.add_argument("--grid", help="also write a PNG grid of the results here")
         p.add_argument("--where", default="", help='Milvus filter, e.g. \'label == "red_circle"\'')
         p.add_argument("--min-score", type=float, metavar="S",
-                       help="only the hits with a cosine of at least S (of the top k; none: says so)")
+                       help="only the hits with a cosine of at least S (of the top k; none: says so); with "
+                            "search --match words, a BM25 score, with --match both, the fused score")
         add_photo_filters(p)
         p.add_argument("--sort", choices=["score", "date"], default="score",
                        help="order of the hits: best first (default) or newest first")
@@ -483,6 +505,10 @@ def add_search_commands(sub, common) -> None:
                         help="add a text or an image file to the query (repeatable)")
     search.add_argument("--minus", action="append", default=[], metavar="TERM",
                         help="subtract a text or an image file from the query (repeatable)")
+    search.add_argument("--match", choices=["words", "image", "both"],
+                        help="what to compare: the words read in the pictures (BM25, index --ocr), the pictures "
+                             "(CLIP), or both in one Milvus hybrid search fused by reciprocal rank (default: both "
+                             "when the collection has words, else image)")
 
 
 def add_collection_commands(sub, common) -> None:
@@ -594,7 +620,8 @@ def check_numbers(args) -> None:
                              "(http://localhost:19530), or leave --uri out for the default")
     if not 2 <= getattr(args, "cull_idle", 2) < float("inf"):
         build_parser().error(f"--cull-idle is at least 2 seconds, not {args.cull_idle}")
-    if getattr(args, "min_score", None) is not None and not -1 <= args.min_score <= 1:
+    if getattr(args, "min_score", None) is not None and not -1 <= args.min_score <= 1 and getattr(
+            args, "match", None) != "words":  # a BM25 score has no upper bound
         build_parser().error(f"--min-score is a cosine between -1 and 1, not {args.min_score}")
     if not 0 < getattr(args, "threshold", 1) <= 1:
         build_parser().error(f"--threshold is a cosine above 0 and at most 1, not {args.threshold}")

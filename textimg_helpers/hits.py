@@ -12,13 +12,15 @@ __all__ = ["Hit"]
 @dataclass
 class Hit:
     """One search result; ``meta`` holds what the photo says about itself (``data.photo_metadata``:
-    ``taken``, ``camera``, ``lat``, ``lon``, ``width``, ``height``) when its collection stores it."""
+    ``taken``, ``camera``, ``lat``, ``lon``, ``width``, ``height``) when its collection stores it, and
+    ``text`` the words read in it when its collection stores them (``textimg index --ocr``)."""
 
     filepath: str
     label: str
     score: float
     id: int = 0
     meta: dict = field(default_factory=dict, repr=False)
+    text: str | None = field(default=None, repr=False)  # the words read in the picture (a collection with words)
 
     def to_dict(self) -> dict:
         """The hit as ``--json`` prints it: ``taken`` in ISO 8601 (local time, no zone); null for what the
@@ -32,4 +34,5 @@ class Hit:
         found["camera"] = self.meta.get("camera") or None
         found["lat"], found["lon"] = self.meta.get("lat"), self.meta.get("lon")  # None: no GPS
         found["width"], found["height"] = self.meta.get("width"), self.meta.get("height")
+        found["text"] = self.text  # None: the collection stores no words (indexed without --ocr)
         return found

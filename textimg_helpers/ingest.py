@@ -27,11 +27,13 @@ from .config import TextimgError, resolved_path
 from .data import (IMAGE_EXTENSIONS, check_image, label_for, load_image, pixels, raw_pair, walk_images)
 from .milvus import check_writable
 from .service.client import WriteFailed
-from .store import (check_collection, count_rows, create_collection, fetch_file_stats, file_metadata, folder_filter,
-                    has_metadata, metadata_missing_message, path_id, rows_under, upgrade_collection, upsert_rows)
+from .store import (TEXT_FIELD, WORDS_PENDING, check_collection, count_rows, create_collection, each_page,
+                    fetch_file_stats, file_metadata, folder_filter, has_metadata, has_words, metadata_missing_message,
+                    path_id, rows_under, upgrade_collection, upsert_rows)
 
 if TYPE_CHECKING:  # torch, and so ``encoders``, is imported only where there is something to encode
     from .encoders import Encoder
+    from .ocr import WordReader
 
 __all__ = ["FileInfo", "IndexOptions", "IngestReport", "LoadLater", "Writer", "default_workers",
            "index_folder", "read_batches", "row_for", "run"]
@@ -59,6 +61,8 @@ class IngestPlan:
     gone: list[int] = field(default_factory=list)  # rows of files no longer in the folder
     changed: set[int] = field(default_factory=set)  # ids in ``todo`` that have an older row
     unreadable: list[tuple[FileInfo, str]] = field(default_factory=list)  # from ``todo``, by ``screen_files``
+    words: bool = False  # the collection stores the words read in its pictures (``--ocr``)
+    pending: list[dict] = field(default_factory=list)  # {"id", "filepath"} of rows whose words are still to be read
 
 
 @dataclass
@@ -70,6 +74,7 @@ class IngestReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     total: int = 0
     removed: int = 0  # rows of files deleted, moved, renamed or broken since they were indexed
+    words_read: int = 0  # rows indexed before, whose words were read now (``--ocr`` on an older collection)
     seconds: float = 0.0
     stage_seconds: dict = field(default_factory=lambda: {"read": 0.0, "encode": 0.0, "write": 0.0})
 
@@ -86,6 +91,8 @@ class IngestReport:
             rate = self.indexed / self.seconds if self.seconds else 0.0
             stages = ", ".join(f"{k} {v:.1f}s" for k, v in self.stage_seconds.items())
             lines.append(f"{self.seconds:.1f}s, {rate:.1f} images/s ({stages})")
+        if self.words_read:
+            lines.append(f"read the words of {self.words_read} images indexed before ({self.seconds:.1f}s)")
         return "\n".join(lines + [self.summary()])
 
 
@@ -114,6 +121,7 @@ class IndexOptions:
     include_hidden: bool = False
     exclude: tuple[str, ...] = ()
     upgrade: bool = False  # a collection made before photo metadata was stored gets it first
+    ocr: bool = False  # read the words in the pictures (the ocr extra); a collection with words keeps reading them
     progress: bool = True
     verbose: bool = True
 
@@ -140,17 +148,49 @@ def index_folder(client, collection_name: str, folder: str | os.PathLike, encode
     options = replace(options, **changes)
     model = encoder.name
     check_writable(client)  # a read-only or full Lite file says so now, not after the model is loaded
-    if options.upgrade and client.has_collection(collection_name) and not has_metadata(client, collection_name):
-        check_collection(client, collection_name, model)
-        rows = upgrade_collection(client, collection_name)
-        if options.verbose:
-            print(f"upgraded {collection_name!r}: {rows} rows now store date taken, camera and place", file=sys.stderr)
+    upgrade_if_asked(client, collection_name, model, options)
     plan = plan_ingestion(client, collection_name, folder, model=model, remove_missing=options.remove_missing,
                           include_hidden=options.include_hidden, exclude=options.exclude)
+    plan.words = options.ocr or (client.has_collection(collection_name) and has_words(client, collection_name))
+    if plan.words:
+        plan.pending = pending_words(client, collection_name, plan)
     if isinstance(encoder, LoadLater):
         screen_files(plan)
         encoder = encoder.load() if plan.todo else None
     return ingest(client, collection_name, encoder, plan, options)
+
+
+def upgrade_if_asked(client, collection_name: str, model: str, options: IndexOptions) -> None:
+    """With ``upgrade``, a collection made before photo metadata was stored gets it; with ``ocr``, one
+    made without words gets their fields (its vectors kept, its rows' words then read by ``ingest``).
+    ``ocr`` without the ocr extra installed stops here, in one line."""
+    if options.ocr:
+        from .ocr import check_ocr
+
+        check_ocr()
+    if not client.has_collection(collection_name):
+        return
+    metadata = options.upgrade and not has_metadata(client, collection_name)
+    words = options.ocr and not has_words(client, collection_name)
+    if metadata or words:
+        check_collection(client, collection_name, model)
+        rows = upgrade_collection(client, collection_name, words=words)
+        if options.verbose:
+            what = "date taken, camera and place" + (", and a place for the words in their pictures" if words else "")
+            print(f"upgraded {collection_name!r}: {rows} rows now store {what}", file=sys.stderr)
+
+
+def pending_words(client, collection_name: str, plan: IngestPlan) -> list[dict]:
+    """``{"id", "filepath"}`` of the rows under ``plan.folder`` whose words are not read yet and whose file
+    is neither to be encoded again nor gone (an unchanged re-run finds none, in one query)."""
+    if not client.has_collection(collection_name) or not has_words(client, collection_name):
+        return []
+    root, skip = str(plan.folder) + os.sep, {f.id for f in plan.todo} | set(plan.gone)
+    found = []
+    each_page(client, collection_name, lambda page: found.extend(
+        dict(row) for row in page if row["filepath"].startswith(root) and row["id"] not in skip),
+        f"{folder_filter(plan.folder)} and {WORDS_PENDING} == 1", ["id", "filepath"])
+    return found
 
 
 def plan_ingestion(client, collection_name: str, folder: str | os.PathLike, model: str | None = None,
@@ -243,11 +283,14 @@ def ingest(client, collection_name: str, encoder: Encoder | None, plan: IngestPl
         writer.delete(plan.gone)
         for info, reason in plan.unreadable:
             writer.skip(info, reason)
+        words = word_reader(plan)
         if plan.todo:
-            writer.create_collection(encoder.dim, encoder.name)
+            writer.create_collection(encoder.dim, encoder.name, plan.words)
             batches = read_batches(plan.todo, encoder.resolution, options.batch_size, options.num_workers,
                                    max_side=2 * encoder.resolution, overlap=encoder.device != "cpu")
-            run(batches, encoder, writer, plan.todo, options.progress, options.verbose)
+            run(batches, encoder, writer, plan.todo, options.progress, options.verbose, words)
+        if plan.pending:
+            read_pending_words(plan.pending, words, writer, options.progress)
     if report.indexed or report.removed:
         check_writable(client, after_writes=True)  # each write was checked; a full disk may not log it
     if client.has_collection(collection_name):
@@ -256,10 +299,21 @@ def ingest(client, collection_name: str, encoder: Encoder | None, plan: IngestPl
     return report
 
 
+def word_reader(plan: IngestPlan) -> WordReader | None:
+    """The OCR engine (models loaded on its first image) when the plan has pictures whose words to read."""
+    if not plan.words or not (plan.todo or plan.pending):
+        return None
+    from .ocr import WordReader, check_ocr
+
+    check_ocr()
+    return WordReader()
+
+
 def run(batches: Iterator, encoder: Encoder, writer: Writer, files: list[FileInfo], progress: bool = True,
-        verbose: bool = True) -> None:
-    """Per batch: take it from the reader, encode its good images, hand the rows to the writer
-    (each stage timed); a file the reader could not decode is skipped, and said so with ``verbose``."""
+        verbose: bool = True, words: WordReader | None = None) -> None:
+    """Per batch: take it from the reader, encode its good images, read their words (``words``), hand
+    the rows to the writer (each stage timed); a file the reader could not decode is skipped, and said
+    so with ``verbose``."""
     from tqdm.auto import tqdm
 
     stage_seconds = writer.report.stage_seconds
@@ -277,16 +331,52 @@ def run(batches: Iterator, encoder: Encoder, writer: Writer, files: list[FileInf
             if images is not None:
                 with timed(stage_seconds, "encode"):
                     image_embs = encoder.encode_images(images)
-                writer.add([row_for(files[i], emb) for i, emb in zip(indices, image_embs)])
+                texts = read_words(words, [files[i].filepath for i in indices], stage_seconds)
+                writer.add([row_for(files[i], emb, text) for i, emb, text in zip(indices, image_embs, texts)])
             bar.update(len(indices) + len(errors))
 
 
-def row_for(info: FileInfo, emb: np.ndarray) -> dict:
+def read_words(words: WordReader | None, paths: list[str], stage_seconds: dict) -> list[str | None]:
+    """The words in each picture (timed as the stage "words"); ``None`` each without a reader, and ""
+    for a picture whose words cannot be read (its vector is still stored)."""
+    if words is None:
+        return [None] * len(paths)
+    texts = []
+    stage_seconds.setdefault("words", 0.0)
+    with timed(stage_seconds, "words"):
+        for path in paths:
+            try:
+                texts.append(words.read_file(path))
+            except Exception:  # CLIP could read it: the row is kept, without words
+                texts.append("")
+    return texts
+
+
+def read_pending_words(pending: list[dict], words: WordReader, writer: Writer, progress: bool = True,
+                       batch_size: int = 32) -> None:
+    """Read the words of rows indexed before (``--ocr`` on an older collection) and write each row back
+    with them, its vector unchanged (nothing is encoded again); rows are fetched ``batch_size`` at a time."""
+    from tqdm.auto import tqdm
+
+    client, name, stage_seconds = writer.client, writer.collection_name, writer.report.stage_seconds
+    for start in tqdm(range(0, len(pending), batch_size), unit="batch", desc="reading words", disable=not progress):
+        ids = ",".join(str(row["id"]) for row in pending[start:start + batch_size])
+        rows = [dict(row) for row in client.query(name, filter=f"id in [{ids}]", output_fields=["*"])]
+        texts = read_words(words, [row["filepath"] for row in rows], stage_seconds)
+        rows = [{**{k: v for k, v in row.items() if k != WORDS_PENDING}, TEXT_FIELD: text}
+                for row, text in zip(rows, texts)]
+        with timed(stage_seconds, "write"), writer.said_if_dropped():
+            upsert_rows(client, name, rows)
+        writer.report.words_read += len(rows)
+
+
+def row_for(info: FileInfo, emb: np.ndarray, text: str | None = None) -> dict:
     """The collection's row for one file and its vector, with what the photo says about itself (its
-    header only is read: date taken, camera, place, size, see ``data.photo_metadata``)."""
+    header only is read: date taken, camera, place, size, see ``data.photo_metadata``) and, in a
+    collection with words, the words read in it (``text``)."""
     row = {"id": info.id, "filepath": info.filepath, "label": info.label[:512],
            "size": info.size, "mtime": info.mtime, "vector": emb.tolist()}
-    return {**row, **file_metadata(row)}
+    return {**row, **file_metadata(row), **({} if text is None else {TEXT_FIELD: text})}
 
 
 # The writer -------------------------------------------------------------------------------------
@@ -309,9 +399,10 @@ class Writer:
         self.created: Future | None = None
         self._pool: ThreadPoolExecutor | None = None
 
-    def create_collection(self, dim: int, model: str) -> None:
-        """Check an existing collection against the model now; create a new one in a thread, so the
-        first batches are encoded while Milvus creates and loads it (waiting, not computing)."""
+    def create_collection(self, dim: int, model: str, words: bool = False) -> None:
+        """Check an existing collection against the model now; create a new one (with the fields of the
+        pictures' words when ``words``) in a thread, so the first batches are encoded while Milvus
+        creates and loads it (waiting, not computing)."""
         if self.client.has_collection(self.collection_name):
             create_collection(self.client, self.collection_name, dim, model)
             self.created = Future()
@@ -320,7 +411,7 @@ class Writer:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="textimg-create")
         # in this context: pymilvus' logging stays as the caller set it (``milvus.pymilvus_log_level``)
         self.created = self._pool.submit(contextvars.copy_context().run, create_collection, self.client,
-                                         self.collection_name, dim, model)
+                                         self.collection_name, dim, model, words)
 
     def skip(self, info: FileInfo, reason: str) -> None:
         """Record a file that cannot be read. A changed file that is now unreadable also loses its row,

@@ -105,6 +105,9 @@ class ServiceClient:
     def search(self, collection_name: str, data: list | None = None, **kwargs: Any) -> list[list[dict]]:
         return self._call("search", collection_name, data=data, repeat=True, **kwargs)
 
+    def hybrid_search(self, collection_name: str, reqs: list, ranker: Any, **kwargs: Any) -> list[list[dict]]:
+        return self._call("hybrid_search", collection_name, reqs=reqs, ranker=ranker, repeat=True, **kwargs)
+
     def query(self, collection_name: str, filter: str = "", **kwargs: Any) -> list[dict]:
         return self._call("query", collection_name, filter=filter, repeat=True, **kwargs)
 

@@ -24,10 +24,11 @@ import numpy as np
 from .config import TextimgError
 from .data import IMAGE_EXTENSIONS, read_query_image
 from .hits import Hit
-from .store import search_by_vector
+from .store import search_by_vector, search_hybrid
 
 __all__ = ["Term", "check_terms", "combine_vectors", "describe_terms", "parse_expression", "parse_term",
-           "parse_terms", "search_by_image", "search_by_terms", "search_by_text"]
+           "parse_terms", "search_by_image", "search_by_terms", "search_by_text", "search_words_and_image",
+           "words_of"]
 
 # The encoders (and so torch) are imported inside the functions that encode: a query is parsed and
 # refused, when it must be, before any model is loaded.
@@ -156,3 +157,19 @@ def search_by_image(client, collection_name: str, encoder, image_path: str, top_
                     filter: str = "") -> list[Hit]:
     """"More like this": the ``top_k`` images closest to the one at ``image_path``."""
     return search_by_terms(client, collection_name, encoder, [Term(str(image_path), is_image=True)], top_k, filter)
+
+
+def words_of(terms: Sequence[Term]) -> str:
+    """The words of a query for a full-text search: its text terms to add, joined ("" for images only)."""
+    return " ".join(term.value for term in terms if not term.is_image and term.weight > 0)
+
+
+def search_words_and_image(client, collection_name: str, encoder, terms: Sequence[Term], top_k: int = 10,
+                           filter: str = "", templates: Sequence[str] | None = None, text_encoder=None) -> list[Hit]:
+    """The ``top_k`` best of two searches fused in one Milvus ``hybrid_search`` (``store.search_hybrid``):
+    the words read in the pictures against the query's words (BM25), and the pictures against its
+    CLIP vector; a query of images only is a picture search."""
+    query_vector = combine_query(encoder, terms, templates, text_encoder)
+    if not (words := words_of(terms)):
+        return search_by_vector(client, collection_name, query_vector, top_k, filter)[0]
+    return search_hybrid(client, collection_name, words, query_vector, top_k, filter)

@@ -144,13 +144,14 @@ class Session:
         """The query ``textimg demo`` and notebook 00 search for (``a white dog``, ``a red circle``)."""
         return QUERIES[self.profile].demo
 
-    def index(self, folder=None, *, progress: bool = True, verbose: bool = True):
+    def index(self, folder=None, *, progress: bool = True, verbose: bool = True, ocr: bool = False):
         """Index ``folder`` (default: the profile's images) incrementally into the session's collection,
-        with the session's encoder, and return the report; ``index_folder`` itself takes the other options."""
+        with the session's encoder, and return the report; ``ocr`` also reads the words in the pictures
+        (``textimg index --ocr``); ``index_folder`` itself takes the other options."""
         from .ingest import index_folder
 
         return index_folder(self.connect(), self.collection_name, folder or self.image_folder(), self.load_encoder(),
-                            progress=progress, verbose=verbose)
+                            progress=progress, verbose=verbose, ocr=ocr)
 
 
 def open_session(**changes) -> Session:

@@ -20,7 +20,8 @@ from ..config import error_text, model_for_name
 from ..duplicates import DEFAULT_THRESHOLD, find_duplicates, tier
 from ..moves import move_extras
 from ..hits import Hit
-from ..store import check_collection, collection_info, count_rows
+from ..search import describe_terms, parse_expression, search_words_and_image, words_of
+from ..store import check_collection, collection_info, count_rows, has_words, search_by_words
 from ..widgets import SearchPanel, close_widgets, status_html
 
 __all__ = ["APP_NOTEBOOK", "ExploreApp", "START_DIR", "explore"]
@@ -28,11 +29,52 @@ __all__ = ["APP_NOTEBOOK", "ExploreApp", "START_DIR", "explore"]
 APP_NOTEBOOK = Path(__file__).parent / "explore.ipynb"
 START_DIR = "TEXTIMG_APP_DIR"  # set by ``textimg app``: the folder the command ran in, for relative folders
 MAX_SKIPPED_SHOWN, MAX_GROUPS_SHOWN, MAX_GROUP_IMAGES_SHOWN = 20, 20, 12
+MATCHES = [("words and pictures", "both"), ("words", "words"), ("pictures", "image")]  # search --match
+MAX_WORDS_SHOWN = 80  # characters of a hit's words under its thumbnail (all of them on hover)
 
 
 class AppPanel(SearchPanel):
     """The search panel with an "add to query" button under each result: it appends `` + <path>`` to
-    the query box, to combine that image with words (``a circle + /photos/blue_square.png - a square``)."""
+    the query box, to combine that image with words (``a circle + /photos/blue_square.png - a square``).
+    In a collection indexed with the words of its pictures (``--ocr``), each result shows its words, and
+    ``match`` chooses what a search compares, as ``textimg search --match``: the words read in the
+    pictures (BM25), the pictures (CLIP), or both in one hybrid search."""
+
+    def __init__(self, client, collection_name: str, encoder, **options):
+        self.match = widgets.ToggleButtons(options=MATCHES, value="image", description="match")
+        super().__init__(client, collection_name, encoder, **options)
+        self.show_match()
+
+    @property
+    def widget(self) -> widgets.VBox:
+        box = super().widget
+        box.children = (box.children[0], self.match, *box.children[1:])
+        return box
+
+    def show_match(self) -> None:
+        """Words and pictures by default when the collection has words; only pictures, else."""
+        words = self.client.has_collection(self.collection_name) and has_words(self.client, self.collection_name)
+        self.match.value = "both" if words else "image"
+        self.match.disabled = not words
+
+    def search(self) -> None:
+        """Search as ``match`` says: the words (BM25), the pictures (CLIP) or both (hybrid search)."""
+        try:
+            terms = parse_expression(self.query.value)
+        except Exception as exc:  # an empty query, a bad weight, an unreadable image
+            self.show_status(str(exc) or type(exc).__name__, error=True)
+            return
+        words, match = words_of(terms), self.match.value
+        if match == "image" or not words:
+            return super().search()
+
+        def find() -> list[Hit]:
+            if match == "words":
+                return search_by_words(self.client, self.collection_name, words, self.k.value, self.photo_filter())
+            return search_words_and_image(self.client, self.collection_name, self.encoder, terms, self.k.value,
+                                          self.photo_filter(), text_encoder=self.text_encoder)
+
+        self._run(find, f"for {describe_terms(terms)} (match: {dict((v, k) for k, v in MATCHES)[match]})")
 
     def result_card(self, hit: Hit) -> widgets.VBox:
         card = super().result_card(hit)
@@ -40,6 +82,11 @@ class AppPanel(SearchPanel):
                              tooltip=f"append + {hit.filepath} to the query")
         add.on_click(lambda _button: self.add_to_query(hit))
         card.children = (*card.children, add)
+        if hit.text:  # the words read in the picture, under it (an <i>: the label's <span title> stays the only one)
+            shown = hit.text if len(hit.text) <= MAX_WORDS_SHOWN else hit.text[:MAX_WORDS_SHOWN] + "..."
+            card.children = (*card.children, widgets.HTML(
+                f'<i class="textimg-words" title="{html.escape(hit.text)}">{html.escape(shown)}</i>',
+                layout=widgets.Layout(width=f"{self.thumb_size}px")))
         return card
 
     def add_to_query(self, hit: Hit) -> None:
@@ -67,6 +114,8 @@ class ExploreApp:
         self.folder = widgets.Text(placeholder="a folder of images (left empty: the demo images)",
                                    description="Folder", layout=widgets.Layout(width="420px"))
         self.index_button = widgets.Button(description="Index", icon="plus")
+        self.read_words = widgets.Checkbox(value=False, description="read the words in the pictures (OCR)",
+                                           indent=False, layout=widgets.Layout(width="300px"))
         self.index_progress = widgets.Output()  # tqdm's notebook progress bar lands here
         self.index_status = widgets.HTML()
         self.threshold = widgets.BoundedFloatText(value=DEFAULT_THRESHOLD, min=0.5, max=1.0, step=0.01,
@@ -87,7 +136,7 @@ class ExploreApp:
         heading = lambda text: widgets.HTML(f"<h3>{text}</h3>")  # noqa: E731
         return widgets.VBox([
             self.info, self.collections, self.panel.widget,
-            heading("Add images"), widgets.HBox([self.folder, self.index_button]), self.index_progress,
+            heading("Add images"), widgets.HBox([self.folder, self.index_button, self.read_words]), self.index_progress,
             self.index_status,
             heading("Near-duplicates"), widgets.HBox([self.threshold, self.duplicates_button]),
             self.extras_folder, self.duplicates_status, self.groups])
@@ -139,6 +188,7 @@ class ExploreApp:
         if session.text_model == "clip":
             self.panel.text_encoder = encoder
         self.panel.list_cameras()
+        self.panel.show_match()
         self.show_info()
 
     def index(self) -> None:
@@ -151,7 +201,7 @@ class ExploreApp:
         with self.index_progress:  # an Output swallows an exception raised in it: catch it here
             try:
                 report = self.session.index(self.path(folder) if folder else None, progress=self.progress,
-                                            verbose=False)
+                                            verbose=False, ocr=self.read_words.value)
                 failure = None
             except Exception as exc:
                 report, failure = None, exc
@@ -161,6 +211,7 @@ class ExploreApp:
         else:
             self.index_status.value = report_html(report)
             self.panel.list_cameras()
+            self.panel.show_match()
         self.show_info()
 
     def show_duplicates(self) -> None:
