@@ -1,0 +1,274 @@
+"""One download, many machines: a ``textimg download`` folder runs the ``clip`` profile with no network.
+
+The folder is laid out here as ``textimg download`` lays it out: a random-weights ViT-B/32 checkpoint
+(fp16, as OpenAI's files are) where CLIP's weights go, a few generated images where the tutorial's go,
+and the list of files. ``Session.from_settings()``, notebook 00 and ``textimg index`` then use it while
+every connection to an address other than this machine's, and every name look-up, fails the test: in
+this process through ``socket``, in the processes it starts (the CLI, the notebook's kernel, Milvus
+Lite's service) through a ``sitecustomize`` on their ``PYTHONPATH``.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.util
+import os
+import socket
+import threading
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from conftest import ROOT, run_cli, run_textimg, square
+from test_downloads import ARCHIVE, ArchiveServer
+from textimg_helpers import bundle, downloads
+from textimg_helpers.bundle import bundle_problem, download_bundle, record_file, record_images
+from textimg_helpers.config import BUNDLE_MANIFEST, Settings, TextimgError
+from textimg_helpers.session import Session
+
+IMAGES_PER_LABEL = 4
+GUARD = '''
+"""Fails (and logs) every connection to another machine, and every name look-up but localhost's."""
+import os
+import socket
+
+LOCAL = ("", "localhost", "::1", "0.0.0.0")
+
+
+def is_local_host(host) -> bool:
+    host = host.decode() if isinstance(host, bytes) else str(host)
+    return host in LOCAL or host.startswith("127.")
+
+
+def is_local(address) -> bool:
+    return not isinstance(address, tuple) or is_local_host(address[0])
+
+
+def replacements(log: str) -> dict:
+    connect, connect_ex, getaddrinfo = socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo
+
+    def note(what):
+        with open(log, "a") as out:
+            out.write(f"pid {os.getpid()}: {what}\\n")
+
+    def guarded_connect(self, address):
+        if self.family in (socket.AF_INET, socket.AF_INET6) and not is_local(address):
+            note(f"connect {address}")
+            raise OSError(101, "the network is off in this test")
+        return connect(self, address)
+
+    def guarded_connect_ex(self, address):
+        if self.family in (socket.AF_INET, socket.AF_INET6) and not is_local(address):
+            note(f"connect_ex {address}")
+            return 101
+        return connect_ex(self, address)
+
+    def guarded_getaddrinfo(host, *args, **kwargs):
+        if host is not None and not is_local_host(host):
+            note(f"getaddrinfo {host}")
+            raise socket.gaierror(-2, "the network is off in this test")
+        return getaddrinfo(host, *args, **kwargs)
+
+    return {"connect": guarded_connect, "connect_ex": guarded_connect_ex, "getaddrinfo": guarded_getaddrinfo}
+
+
+if os.environ.get("TEXTIMG_TEST_NETLOG"):
+    found = replacements(os.environ["TEXTIMG_TEST_NETLOG"])
+    socket.socket.connect, socket.socket.connect_ex = found["connect"], found["connect_ex"]
+    socket.getaddrinfo = found["getaddrinfo"]
+'''
+
+
+@pytest.fixture(scope="session")
+def weights(tmp_path_factory):
+    """A random ViT-B/32 state dict in fp16, saved once (about 300 MB); ``clip.load`` reads it as a
+    checkpoint."""
+    import torch
+
+    from textimg_helpers.encoders import random_model
+
+    path = tmp_path_factory.mktemp("weights") / "ViT-B-32.pt"
+    torch.save({key: value.half() for key, value in random_model("ViT-B/32").state_dict().items()}, path)
+    return path
+
+
+def lay_out(folder, weights=None, images: int = IMAGES_PER_LABEL):
+    """A ``textimg download`` folder: the weights (linked, not copied) and generated JPEGs, listed."""
+    (folder / "clip").mkdir(parents=True)
+    if weights is not None:
+        (folder / "clip" / "ViT-B-32.pt").symlink_to(weights)
+        record_file(folder, "clip/ViT-B-32.pt")
+    for label, colour in (("goldfish", (255, 120, 0)), ("tabby_cat", (90, 90, 90))):
+        (folder / "reverse_image_search" / "train" / label).mkdir(parents=True)
+        for i in range(images):
+            square(size=(80 + 8 * i, 64), colour=colour).save(
+                folder / "reverse_image_search" / "train" / label / f"{label}_{i}.JPEG", "JPEG")
+    record_images(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def offline_folder(tmp_path_factory, weights):
+    return lay_out(tmp_path_factory.mktemp("usb-stick") / "textimg-offline", weights)
+
+
+@pytest.fixture
+def no_network(tmp_path, monkeypatch):
+    """The network off, here and in every Python process started from here; yields the log of tries."""
+    guard_dir, log = tmp_path / "guard", tmp_path / "network.log"
+    guard_dir.mkdir()
+    (guard_dir / "sitecustomize.py").write_text(GUARD)
+    spec = importlib.util.spec_from_file_location("network_guard", guard_dir / "sitecustomize.py")
+    guard = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(guard)
+    found = guard.replacements(str(log))
+    monkeypatch.setattr(socket.socket, "connect", found["connect"])
+    monkeypatch.setattr(socket.socket, "connect_ex", found["connect_ex"])
+    monkeypatch.setattr(socket, "getaddrinfo", found["getaddrinfo"])
+    monkeypatch.setenv("TEXTIMG_TEST_NETLOG", str(log))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(guard_dir), os.environ.get("PYTHONPATH")])))
+    yield log
+    assert not log.exists(), f"network calls: {log.read_text()}"
+
+
+def test_the_guard_catches_a_network_call(no_network):
+    """The guard itself: a look-up and a connection fail, and are logged (the fixture's check then
+    fails on the log, so it is emptied here)."""
+    from textimg_helpers.config import host_reachable
+
+    assert not host_reachable("openaipublic.azureedge.net")
+    assert "getaddrinfo openaipublic.azureedge.net" in no_network.read_text()
+    no_network.unlink()
+
+
+def test_session_from_settings_takes_clip_from_the_folder(offline_folder, no_network, tmp_path):
+    settings = Settings(profile="auto", data_dir=tmp_path / "data", cache=offline_folder)
+    session = Session.from_settings(settings)
+    assert (session.profile, session.model_name, session.collection_name) == ("clip", "ViT-B/32", "textimg_vit_b_32")
+    assert session.model == str(offline_folder / "clip" / "ViT-B-32.pt")
+    assert session.image_folder() == offline_folder / "reverse_image_search" / "train"
+    encoder = session.load_encoder()
+    assert (encoder.name, encoder.dim, encoder.resolution) == ("ViT-B/32", 512, 224)
+    assert encoder.encode_texts(["a goldfish"]).shape == (1, 512)
+    assert not (tmp_path / "data").exists()  # nothing downloaded, extracted or copied
+
+
+def test_textimg_index_runs_from_the_folder(offline_folder, no_network, tmp_path):
+    uri = tmp_path / "milvus.db"
+    run = run_textimg("index", offline_folder / "reverse_image_search" / "train", "--from", offline_folder,
+                      "--uri", uri, "-q", env={"TEXTIMG_PROFILE": "auto", "TEXTIMG_DATA_DIR": str(tmp_path / "data")})
+    assert run.summary == {"indexed": 2 * IMAGES_PER_LABEL, "skipped": 0, "unchanged": 0, "total": 2 * IMAGES_PER_LABEL}
+    stats = run_textimg("stats", "--uri", uri, env={"TEXTIMG_CACHE": str(offline_folder), "TEXTIMG_PROFILE": "auto"})
+    assert "ViT-B/32" in stats.out and "8" in stats.out, stats.out + stats.err
+
+
+def test_notebook_00_runs_from_the_folder(offline_folder, no_network, tmp_path, monkeypatch):
+    monkeypatch.setenv("TEXTIMG_PROFILE", "auto")
+    monkeypatch.setenv("TEXTIMG_CACHE", str(offline_folder))
+    monkeypatch.setenv("TEXTIMG_DATA_DIR", str(tmp_path / "data"))
+    nb = nbformat.read(ROOT / "notebooks" / "00_setup.ipynb", as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    search = next(cell for cell in nb.cells if cell.cell_type == "code" and "client.search(" in cell.source)
+    hits = ast.literal_eval(search.outputs[-1]["data"]["text/plain"])
+    assert len(hits) == 2 * IMAGES_PER_LABEL and all(name.endswith(".JPEG") for name, _ in hits), hits
+    setup = next(cell for cell in nb.cells if cell.cell_type == "code" and "Session.from_settings()" in cell.source)
+    assert "ViT-B-32.pt" in setup.outputs[-1]["data"]["text/plain"]
+
+
+# --- a folder that lacks something: one line naming the file and the command -----------------------------
+
+@pytest.fixture
+def small_weights(tmp_path):
+    """A stand-in for the weights file where only its size and presence are looked at."""
+    path = tmp_path / "stand-in.pt"
+    path.write_bytes(b"\0" * 1000)
+    return path
+
+
+@pytest.mark.parametrize("damage", ["no weights", "cut weights", "missing image", "no list"])
+def test_incomplete_folder_gets_one_line_with_the_fix(tmp_path, small_weights, damage, no_network):
+    folder = lay_out(tmp_path / "stick", small_weights)
+    target = folder / "clip" / "ViT-B-32.pt"
+    if damage == "no weights":
+        target.unlink()
+    elif damage == "cut weights":
+        target.unlink()
+        target.write_bytes(b"\0" * 600)
+    elif damage == "missing image":
+        next((folder / "reverse_image_search" / "train" / "goldfish").iterdir()).unlink()
+    else:
+        (folder / BUNDLE_MANIFEST).unlink()
+    expected = {"no weights": f"{target} is missing",
+                "cut weights": f"{target} is incomplete or corrupt (600 bytes, not 1,000)",
+                "missing image": f"{folder / 'reverse_image_search' / 'train'} is incomplete (7 of 8 images)",
+                "no list": f"{folder} is not a textimg download folder (no {BUNDLE_MANIFEST})"}[damage]
+    line = f"{expected}: run textimg download --to {folder}"
+    assert bundle_problem(folder) == line
+    with pytest.raises(TextimgError) as caught:
+        Session.from_settings(Settings(profile="clip", cache=folder, data_dir=tmp_path / "data"))
+    assert str(caught.value) == line
+    said = []
+    session = Session.from_settings(Settings(profile="auto", cache=folder, data_dir=tmp_path / "data"),
+                                    announce=said.append)
+    assert session.profile == "shapes" and len(said) == 1 and line in said[0]
+    run = run_cli("index", folder, "--from", folder, "--profile", "clip", "--uri", tmp_path / "milvus.db")
+    assert run.code == 1 and run.err.strip().splitlines() == [f"textimg: error: {line}"]
+
+
+def test_other_model_missing_names_its_download_command(tmp_path, small_weights, no_network):
+    folder = lay_out(tmp_path / "stick", small_weights)
+    with pytest.raises(TextimgError, match=r"clip/ViT-B-16\.pt is missing: run textimg download --to \S+ "
+                                           r"--model ViT-B/16$"):
+        Session.from_settings(Settings(profile="clip", model="ViT-B/16", cache=folder, data_dir=tmp_path))
+
+
+# --- textimg download: verified, resumed, kept ---------------------------------------------------------------
+
+@pytest.fixture
+def servers(monkeypatch):
+    """Two local servers, CLIP's weights (any bytes, their sha256 in the address) and the tutorial's archive."""
+    monkeypatch.setattr(downloads.time, "sleep", lambda seconds: None)
+    body = bytes(range(256)) * 2000
+    found = []
+    for served in (body, ARCHIVE):
+        server = ArchiveServer(served)
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        found.append(server)
+    weights, archive = found
+    sha = hashlib.sha256(body).hexdigest()
+    monkeypatch.setattr(bundle, "clip_url", lambda model: f"http://127.0.0.1:{weights.server_address[1]}/{sha}/ViT-B-32.pt")
+    monkeypatch.setattr(bundle, "DATASET_URL", archive.url)
+    yield weights, archive
+    for server in found:
+        server.shutdown()
+        server.server_close()
+
+
+def test_download_verifies_resumes_and_keeps_what_is_good(servers, tmp_path):
+    weights, archive = servers
+    folder = tmp_path / "stick"
+    weights.cut_next = 1
+    said = []
+    download_bundle(folder, announce=said.append)
+    assert (folder / "clip" / "ViT-B-32.pt").read_bytes() == weights.body
+    assert weights.requests[0] is None and weights.requests[1].startswith("bytes=")  # resumed, not restarted
+    assert bundle_problem(folder) is None and said[-1].startswith(f"complete: copy {folder}")
+    assert not (folder / "reverse_image_search.zip").exists()  # extracted, then removed
+    weights.requests.clear(), archive.requests.clear()
+    download_bundle(folder, announce=said.append)
+    assert weights.requests == archive.requests == []  # all there and good: nothing fetched again
+    body = bytearray(weights.body)
+    body[1000] ^= 0xFF  # same size, one byte changed: only the sha256 tells
+    (folder / "clip" / "ViT-B-32.pt").write_bytes(bytes(body))
+    download_bundle(folder, announce=said.append)
+    assert (folder / "clip" / "ViT-B-32.pt").read_bytes() == weights.body and len(weights.requests) == 1
+
+
+def test_download_refuses_bytes_that_are_not_the_named_file(servers, tmp_path):
+    weights, _ = servers
+    weights.body = b"not the weights" * 100
+    with pytest.raises(TextimgError, match="sha256 check failed"):
+        download_bundle(tmp_path / "stick", images=False)
+    assert not (tmp_path / "stick" / "clip" / "ViT-B-32.pt").exists()
