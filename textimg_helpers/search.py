@@ -22,12 +22,12 @@ from typing import Sequence
 import numpy as np
 
 from .config import TextimgError
-from .data import IMAGE_EXTENSIONS, read_query_image
+from .data import IMAGE_EXTENSIONS, read_image_bytes, read_query_image
 from .hits import Hit
 from .store import search_by_vector
 
 __all__ = ["Term", "check_terms", "combine_vectors", "describe_terms", "parse_expression", "parse_term",
-           "parse_terms", "search_by_image", "search_by_terms", "search_by_text"]
+           "parse_terms", "search_by_image", "search_by_photo_bytes", "search_by_terms", "search_by_text"]
 
 # The encoders (and so torch) are imported inside the functions that encode: a query is parsed and
 # refused, when it must be, before any model is loaded.
@@ -156,3 +156,11 @@ def search_by_image(client, collection_name: str, encoder, image_path: str, top_
                     filter: str = "") -> list[Hit]:
     """"More like this": the ``top_k`` images closest to the one at ``image_path``."""
     return search_by_terms(client, collection_name, encoder, [Term(str(image_path), is_image=True)], top_k, filter)
+
+
+def search_by_photo_bytes(client, collection_name: str, encoder, content: bytes, name: str, top_k: int = 10,
+                          filter: str = "") -> list[Hit]:
+    """"More like this photo": the ``top_k`` images closest to an uploaded photo, read from memory
+    (``data.read_image_bytes``: checked like a query image file, never written to disk)."""
+    image = read_image_bytes(content, name, max_side=2 * encoder.resolution)
+    return search_by_vector(client, collection_name, encoder.encode_images([image]), top_k, filter)[0]
