@@ -13,9 +13,11 @@ from __future__ import annotations
 import ast
 import hashlib
 import importlib.util
+import io
 import os
 import socket
 import threading
+import zipfile
 
 import nbformat
 import pytest
@@ -24,7 +26,7 @@ from nbclient import NotebookClient
 from conftest import ROOT, run_cli, run_textimg, square
 from test_downloads import ARCHIVE, ArchiveServer
 from textimg_helpers import bundle, downloads
-from textimg_helpers.bundle import bundle_problem, download_bundle, record_file, record_images
+from textimg_helpers.bundle import bundle_problem, download_bundle, record_file
 from textimg_helpers.config import BUNDLE_MANIFEST, Settings, TextimgError
 from textimg_helpers.session import Session
 
@@ -95,18 +97,25 @@ def weights(tmp_path_factory):
 
 
 def lay_out(folder, weights=None, images: int = IMAGES_PER_LABEL):
-    """A ``textimg download`` folder: the weights (linked, not copied) and generated JPEGs, listed."""
+    """A ``textimg download`` folder: the weights (linked, not copied), a zip of generated JPEGs laid out
+    as the tutorial's archive, and the list of files."""
     (folder / "clip").mkdir(parents=True)
     if weights is not None:
         (folder / "clip" / "ViT-B-32.pt").symlink_to(weights)
         record_file(folder, "clip/ViT-B-32.pt")
-    for label, colour in (("goldfish", (255, 120, 0)), ("tabby_cat", (90, 90, 90))):
-        (folder / "reverse_image_search" / "train" / label).mkdir(parents=True)
-        for i in range(images):
-            square(size=(80 + 8 * i, 64), colour=colour).save(
-                folder / "reverse_image_search" / "train" / label / f"{label}_{i}.JPEG", "JPEG")
-    record_images(folder)
+    with zipfile.ZipFile(folder / "reverse_image_search.zip", "w") as archive:
+        for label, colour in (("goldfish", (255, 120, 0)), ("tabby_cat", (90, 90, 90))):
+            for i in range(images):
+                jpeg = io.BytesIO()
+                square(size=(80 + 8 * i, 64), colour=colour).save(jpeg, "JPEG")
+                archive.writestr(f"reverse_image_search/train/{label}/{label}_{i}.JPEG", jpeg.getvalue())
+    record_file(folder, "reverse_image_search.zip")
     return folder
+
+
+def listing(folder) -> list:
+    """Every path under ``folder`` with its size and modification time: what a write would change."""
+    return sorted((str(p), p.lstat().st_size, p.lstat().st_mtime_ns) for p in folder.rglob("*"))
 
 
 @pytest.fixture(scope="session")
@@ -144,24 +153,32 @@ def test_the_guard_catches_a_network_call(no_network):
 
 
 def test_session_from_settings_takes_clip_from_the_folder(offline_folder, no_network, tmp_path):
+    before = listing(offline_folder)
     settings = Settings(profile="auto", data_dir=tmp_path / "data", cache=offline_folder)
     session = Session.from_settings(settings)
     assert (session.profile, session.model_name, session.collection_name) == ("clip", "ViT-B/32", "textimg_vit_b_32")
     assert session.model == str(offline_folder / "clip" / "ViT-B-32.pt")
-    assert session.image_folder() == offline_folder / "reverse_image_search" / "train"
+    folder = session.image_folder()  # extracted from the folder's zip into the learner's own data folder
+    assert folder == tmp_path / "data" / "reverse_image_search" / "train"
+    assert sorted(p.name for p in folder.rglob("*.JPEG"))[:2] == ["goldfish_0.JPEG", "goldfish_1.JPEG"]
     encoder = session.load_encoder()
     assert (encoder.name, encoder.dim, encoder.resolution) == ("ViT-B/32", 512, 224)
     assert encoder.encode_texts(["a goldfish"]).shape == (1, 512)
-    assert not (tmp_path / "data").exists()  # nothing downloaded, extracted or copied
+    assert listing(offline_folder) == before  # only read: one read-only copy serves every learner
 
 
-def test_textimg_index_runs_from_the_folder(offline_folder, no_network, tmp_path):
-    uri = tmp_path / "milvus.db"
-    run = run_textimg("index", offline_folder / "reverse_image_search" / "train", "--from", offline_folder,
-                      "--uri", uri, "-q", env={"TEXTIMG_PROFILE": "auto", "TEXTIMG_DATA_DIR": str(tmp_path / "data")})
-    assert run.summary == {"indexed": 2 * IMAGES_PER_LABEL, "skipped": 0, "unchanged": 0, "total": 2 * IMAGES_PER_LABEL}
-    stats = run_textimg("stats", "--uri", uri, env={"TEXTIMG_CACHE": str(offline_folder), "TEXTIMG_PROFILE": "auto"})
-    assert "ViT-B/32" in stats.out and "8" in stats.out, stats.out + stats.err
+def test_textimg_demo_and_index_run_from_the_folder(offline_folder, no_network, tmp_path):
+    uri, data = tmp_path / "milvus.db", tmp_path / "data"
+    env = {"TEXTIMG_PROFILE": "auto", "TEXTIMG_DATA_DIR": str(data)}
+    demo = run_textimg("demo", "--from", offline_folder, "--uri", uri, "-q", env=env, cwd=tmp_path)
+    assert demo.code == 0 and "top 10 for 'a white dog':" in demo.out, demo.err
+    assert f"profile=clip model=ViT-B/32 images={data / 'reverse_image_search' / 'train'}" in demo.err
+    run = run_textimg("index", data / "reverse_image_search" / "train", "--uri", uri, "-q",
+                      env={**env, "TEXTIMG_CACHE": str(offline_folder)})
+    assert run.summary == {"indexed": 0, "skipped": 0, "unchanged": 2 * IMAGES_PER_LABEL,
+                           "total": 2 * IMAGES_PER_LABEL}
+    stats = run_textimg("stats", "--uri", uri, "--from", offline_folder, env=env)
+    assert stats.out.split() == ["rows=8", "model=ViT-B/32", "dim=512"], stats.out + stats.err
 
 
 def test_notebook_00_runs_from_the_folder(offline_folder, no_network, tmp_path, monkeypatch):
@@ -187,22 +204,25 @@ def small_weights(tmp_path):
     return path
 
 
-@pytest.mark.parametrize("damage", ["no weights", "cut weights", "missing image", "no list"])
+@pytest.mark.parametrize("damage", ["no weights", "cut weights", "cut archive", "no list"])
 def test_incomplete_folder_gets_one_line_with_the_fix(tmp_path, small_weights, damage, no_network):
     folder = lay_out(tmp_path / "stick", small_weights)
     target = folder / "clip" / "ViT-B-32.pt"
+    archive_size = (folder / "reverse_image_search.zip").stat().st_size
     if damage == "no weights":
         target.unlink()
     elif damage == "cut weights":
         target.unlink()
         target.write_bytes(b"\0" * 600)
-    elif damage == "missing image":
-        next((folder / "reverse_image_search" / "train" / "goldfish").iterdir()).unlink()
+    elif damage == "cut archive":
+        archive = folder / "reverse_image_search.zip"
+        archive.write_bytes(archive.read_bytes()[:500])
     else:
         (folder / BUNDLE_MANIFEST).unlink()
     expected = {"no weights": f"{target} is missing",
                 "cut weights": f"{target} is incomplete or corrupt (600 bytes, not 1,000)",
-                "missing image": f"{folder / 'reverse_image_search' / 'train'} is incomplete (7 of 8 images)",
+                "cut archive": f"{folder / 'reverse_image_search.zip'} is incomplete or corrupt (500 bytes, not "
+                               f"{archive_size:,})",
                 "no list": f"{folder} is not a textimg download folder (no {BUNDLE_MANIFEST})"}[damage]
     line = f"{expected}: run textimg download --to {folder}"
     assert bundle_problem(folder) == line
@@ -215,6 +235,19 @@ def test_incomplete_folder_gets_one_line_with_the_fix(tmp_path, small_weights, d
     assert session.profile == "shapes" and len(said) == 1 and line in said[0]
     run = run_cli("index", folder, "--from", folder, "--profile", "clip", "--uri", tmp_path / "milvus.db")
     assert run.code == 1 and run.err.strip().splitlines() == [f"textimg: error: {line}"]
+
+
+def test_a_corrupt_archive_of_the_right_size_is_named_when_extracted(tmp_path, small_weights, no_network):
+    folder = lay_out(tmp_path / "stick", small_weights)
+    archive = folder / "reverse_image_search.zip"
+    body = bytearray(archive.read_bytes())
+    body[len(body) // 3] ^= 0xFF  # same size: only the zip's CRC check tells
+    archive.write_bytes(bytes(body))
+    session = Session.from_settings(Settings(profile="clip", cache=folder, data_dir=tmp_path / "data"))
+    with pytest.raises(TextimgError) as caught:
+        session.image_folder()
+    assert str(caught.value) == f"{archive} is corrupt (zip check failed): run textimg download --to {folder}"
+    assert not (tmp_path / "data" / "reverse_image_search").exists()  # nothing half-extracted
 
 
 def test_other_model_missing_names_its_download_command(tmp_path, small_weights, no_network):
@@ -255,7 +288,7 @@ def test_download_verifies_resumes_and_keeps_what_is_good(servers, tmp_path):
     assert (folder / "clip" / "ViT-B-32.pt").read_bytes() == weights.body
     assert weights.requests[0] is None and weights.requests[1].startswith("bytes=")  # resumed, not restarted
     assert bundle_problem(folder) is None and said[-1].startswith(f"complete: copy {folder}")
-    assert not (folder / "reverse_image_search.zip").exists()  # extracted, then removed
+    assert (folder / "reverse_image_search.zip").read_bytes() == archive.body  # kept whole: extracted where used
     weights.requests.clear(), archive.requests.clear()
     download_bundle(folder, announce=said.append)
     assert weights.requests == archive.requests == []  # all there and good: nothing fetched again

@@ -4,29 +4,30 @@ The folder holds what the ``clip`` profile needs, laid out the way the tools tha
 
     DIR/textimg-download.json          what is there: each file's size and sha256, the images' count
     DIR/clip/ViT-B-32.pt               CLIP's weights, as ``clip.load(download_root=DIR/clip)`` keeps them
-    DIR/reverse_image_search/train/    the tutorial's images, extracted
+    DIR/reverse_image_search.zip       the tutorial's images, extracted into each learner's data folder
     DIR/huggingface/                   the multilingual text model (``--text-model multilingual``), a hub cache
 
 Another machine reads it with no network (``TEXTIMG_CACHE=DIR`` or ``--from DIR``): checking it costs
-one small JSON file and a few ``stat`` calls (the sha256 were checked when the files came).
+one small JSON file and a few ``stat`` calls (the sha256 were checked when the files came). The folder
+is only read, so one read-only copy serves every learner of a hub; the images are extracted into each
+learner's own data folder, as a download would be (notebook 02 adds, touches and deletes files there).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Callable
 
 from .config import (BUNDLE_MANIFEST, CLIP_MODEL, CLIP_MODELS, MULTILINGUAL_MODEL, TextimgError, clip_file_name)
-from .downloads import DATASET_DIR, DATASET_URL, download, extract
+from .downloads import DATASET_DIR, DATASET_URL, download, extract, zip_ok
 
-__all__ = ["bundle_problem", "check_bundle", "download_bundle", "fix_command", "images_folder", "read_manifest",
-           "record_file", "record_images", "sha256_file", "text_model_cache", "weights_file"]
+__all__ = ["bundle_images", "bundle_problem", "check_bundle", "download_bundle", "fix_command", "read_manifest",
+           "record_file", "sha256_file", "text_model_cache", "weights_file"]
 
-IMAGES = f"{DATASET_DIR}/train"
+IMAGES_ZIP = Path(DATASET_URL).name  # reverse_image_search.zip
 HF_CACHE = "huggingface"
 
 
@@ -35,9 +36,16 @@ def weights_file(folder: Path, model: str) -> Path:
     return Path(folder) / "clip" / clip_file_name(model)
 
 
-def images_folder(folder: Path) -> Path:
-    """The tutorial's images in the folder (``DIR/reverse_image_search/train``)."""
-    return Path(folder) / IMAGES
+def bundle_images(folder: Path, data_dir: Path) -> Path:
+    """The tutorial's images from the folder's archive, extracted once into ``data_dir`` (the learner's
+    own, as ``downloads.tutorial_images`` does after a download); returns their ``train/``."""
+    target = Path(data_dir) / DATASET_DIR
+    if not (target / "train").is_dir():
+        archive = Path(folder) / IMAGES_ZIP
+        if not zip_ok(archive):
+            raise TextimgError(f"{archive} is corrupt (zip check failed): run {fix_command(folder)}")
+        extract(archive, target)
+    return target / "train"
 
 
 def text_model_cache(folder: Path) -> Path:
@@ -78,18 +86,6 @@ def record_file(folder: Path, relative: str, sha256: str | None = None) -> None:
     write_manifest(folder, manifest)
 
 
-def count_files(folder: Path) -> int:
-    """The files under ``folder``, at any depth."""
-    return sum(len(files) for _, _, files in os.walk(folder))
-
-
-def record_images(folder: Path) -> None:
-    """Add the extracted images to the folder's list (their count)."""
-    manifest = read_manifest(folder)
-    manifest["images"] = {"folder": IMAGES, "count": count_files(images_folder(folder))}
-    write_manifest(folder, manifest)
-
-
 def fix_command(folder: Path, model: str | None = CLIP_MODEL, text_model: str = "clip") -> str:
     """The command that completes the folder."""
     command = f"textimg download --to {folder}"
@@ -111,12 +107,8 @@ def bundle_problem(folder: Path, model: str | None = CLIP_MODEL, images: bool = 
         relative = weights_file(folder, model).relative_to(folder).as_posix()
         if problem := file_problem(folder, relative, manifest["files"].get(relative)):
             return f"{problem}: run {fix}"
-    if images:
-        want, have = manifest.get("images", {}).get("count"), count_files(images_folder(folder))
-        if not want:
-            return f"{images_folder(folder)} is missing: run {fix}"
-        if have != want:
-            return f"{images_folder(folder)} is incomplete ({have:,} of {want:,} images): run {fix}"
+    if images and (problem := file_problem(folder, IMAGES_ZIP, manifest["files"].get(IMAGES_ZIP))):
+        return f"{problem}: run {fix}"
     if text_model == "multilingual" and "multilingual" not in manifest["text_models"]:
         return f"{text_model_cache(folder)} lacks the multilingual text model: run {fix}"
     return None
@@ -181,14 +173,10 @@ def fetch_weights(folder: Path, model: str, announce: Callable) -> None:
 
 
 def fetch_images(folder: Path, announce: Callable) -> None:
-    """Download and extract the tutorial's images, unless the folder has them all already."""
-    target = Path(folder) / DATASET_DIR
-    if bundle_problem(folder, model=None) is not None:
-        archive = download(DATASET_URL, Path(folder) / Path(DATASET_URL).name)
-        extract(archive, target)
-        record_images(folder)
-        archive.unlink()  # the images are there: the archive would only double the folder's size
-    announce(f"ok  {IMAGES} ({read_manifest(folder)['images']['count']:,} images)")
+    """Download the tutorial's images (their zip, CRC checked), unless the folder has them already."""
+    archive = download(DATASET_URL, Path(folder) / IMAGES_ZIP)  # kept when it is there and whole
+    record_file(folder, IMAGES_ZIP)
+    announce(f"ok  {IMAGES_ZIP} ({archive.stat().st_size / 1e6:.0f} MB, zip CRC checked)")
 
 
 def fetch_text_model(folder: Path, announce: Callable) -> None:

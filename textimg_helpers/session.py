@@ -160,9 +160,9 @@ class Session:
 
         data_dir = self.settings.data_dir
         if self.profile == "clip" and self.settings.cache is not None:
-            from .bundle import images_folder
+            from .bundle import bundle_images
 
-            return images_folder(self.settings.cache)  # read where it is: never copied, never written
+            return bundle_images(self.settings.cache, data_dir)  # extracted from the folder's zip, no download
         return shapes_images(data_dir) if self.profile == "shapes" else tutorial_images(data_dir)
 
     @property
