@@ -4,8 +4,8 @@ every kernel kept open (a learner rarely closes one), and the Milvus Lite servic
     python benchmarks/bench_learner_memory.py [--profile shapes|clip] [--images DIR]
 
 ``shapes`` (the default) is the offline profile. ``clip`` lays out a ``textimg download`` folder with a
-RANDOM-weights ViT-B/32 checkpoint (real size, real cost) and the photos of ``--images`` (linked, never
-copied), and runs the notebooks from it offline (``TEXTIMG_CACHE``); the cells whose lesson asserts on
+RANDOM-weights ViT-B/32 checkpoint (real size, real cost) and a zip of the photos of ``--images`` in a
+temporary folder, and runs the notebooks from it offline (``TEXTIMG_CACHE``); the cells whose lesson asserts on
 the labels of the hits fail with random weights and are counted, the kernel runs on.
 
 For each kernel, and for the service (its process and the ``milvus`` binary), psutil's RSS, PSS (shared
@@ -87,21 +87,23 @@ def service_processes(folder: Path) -> list[psutil.Process]:
 
 
 def clip_folder(tmp: Path, images: Path) -> Path:
-    """A ``textimg download`` folder: a random ViT-B/32 (fp16, as OpenAI's file) and links to ``images``."""
+    """A ``textimg download`` folder: a random ViT-B/32 (fp16, as OpenAI's file) and a zip of ``images``
+    laid out as the tutorial's archive (in the temporary folder; each learner extracts it)."""
+    import zipfile
+
     import torch
 
-    from textimg_helpers.bundle import record_file, record_images
+    from textimg_helpers.bundle import record_file
     from textimg_helpers.encoders import random_model
 
     folder = tmp / "offline"
     (folder / "clip").mkdir(parents=True)
     torch.save({k: v.half() for k, v in random_model("ViT-B/32").state_dict().items()}, folder / "clip" / "ViT-B-32.pt")
     record_file(folder, "clip/ViT-B-32.pt")
-    train = folder / "reverse_image_search" / "train"
-    train.mkdir(parents=True)
-    for path in sorted(images.iterdir()):
-        (train / path.name).symlink_to(path.resolve())
-    record_images(folder)
+    with zipfile.ZipFile(folder / "reverse_image_search.zip", "w") as archive:
+        for path in sorted(images.iterdir()):
+            archive.write(path, f"reverse_image_search/train/{path.name}")
+    record_file(folder, "reverse_image_search.zip")
     return folder
 
 

@@ -305,3 +305,19 @@ def test_download_refuses_bytes_that_are_not_the_named_file(servers, tmp_path):
     with pytest.raises(TextimgError, match="sha256 check failed"):
         download_bundle(tmp_path / "stick", images=False)
     assert not (tmp_path / "stick" / "clip" / "ViT-B-32.pt").exists()
+
+
+def test_the_multilingual_text_model_comes_from_the_folder(tmp_path, small_weights, monkeypatch, no_network):
+    from textimg_helpers import bundle, multilingual
+
+    folder = lay_out(tmp_path / "stick", small_weights)
+    settings = Settings(profile="clip", cache=folder, data_dir=tmp_path / "data", text_model="multilingual")
+    with pytest.raises(TextimgError, match=f"{folder / 'huggingface'} lacks the multilingual text model: run "
+                                           f"textimg download --to {folder} --text-model multilingual$"):
+        Session.from_settings(settings)
+    asked = []
+    monkeypatch.setattr(multilingual, "load_text_encoder", lambda *args, **kwargs: asked.append((args, kwargs)))
+    bundle.fetch_text_model(folder, announce=lambda line: None)  # what textimg download --text-model does
+    Session.from_settings(settings).load_text_encoder()
+    assert asked == [(("multilingual", "cpu"), {"cache_folder": str(folder / "huggingface")}),
+                     (("multilingual", "auto"), {"cache_folder": str(folder / "huggingface")})]
