@@ -16,6 +16,8 @@ import importlib.util
 import io
 import os
 import socket
+import subprocess
+import sys
 import threading
 import zipfile
 
@@ -149,6 +151,12 @@ def test_the_guard_catches_a_network_call(no_network):
 
     assert not host_reachable("openaipublic.azureedge.net")
     assert "getaddrinfo openaipublic.azureedge.net" in no_network.read_text()
+    no_network.unlink()
+    started = subprocess.run([sys.executable, "-c", "from textimg_helpers.config import host_reachable\n"
+                              "print(host_reachable('github.com'), host_reachable('127.0.0.1', 9))"],
+                             capture_output=True, text=True, env=os.environ.copy())
+    assert started.stdout.split() == ["False", "False"], started.stderr
+    assert no_network.read_text().split(": ", 1)[1] == "getaddrinfo github.com\n"  # not the loopback address
     no_network.unlink()
 
 
