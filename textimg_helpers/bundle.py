@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -184,9 +183,7 @@ def fetch_text_model(folder: Path, announce: Callable) -> None:
     file and resumes a cut one)."""
     from .multilingual import load_text_encoder
 
-    cache = text_model_cache(folder)
-    shutil.rmtree(cache / ".locks", ignore_errors=True)
-    load_text_encoder("multilingual", "cpu", cache_folder=str(cache))
+    load_text_encoder("multilingual", "cpu", cache_folder=str(text_model_cache(folder)))
     manifest = read_manifest(folder)
     manifest["text_models"] = sorted(set(manifest["text_models"]) | {"multilingual"})
     write_manifest(folder, manifest)
