@@ -329,3 +329,17 @@ def test_the_multilingual_text_model_comes_from_the_folder(tmp_path, small_weigh
     Session.from_settings(settings).load_text_encoder()
     assert asked == [(("multilingual", "cpu"), {"cache_folder": str(folder / "huggingface")}),
                      (("multilingual", "auto"), {"cache_folder": str(folder / "huggingface")})]
+
+
+def test_textimg_download_prints_each_part_and_the_next_step(servers, tmp_path):
+    folder = tmp_path / "stick"
+    run = run_cli("download", "--to", folder)
+    assert run.code == 0, run.err
+    lines = run.out.splitlines()
+    assert lines[0].startswith("ok  clip/ViT-B-32.pt (CLIP ViT-B/32, sha256 ") and lines[1].startswith(
+        "ok  reverse_image_search.zip (")
+    assert lines[-1] == f"complete: copy {folder} to the other machines, then TEXTIMG_CACHE={folder} (or --from {folder})"
+    assert bundle_problem(folder) is None
+    refused = run_cli("download", "--to", folder, "--model", "ViT-B-32/laion2b_s34b_b79k")
+    assert refused.code == 1 and refused.err.strip().splitlines()[-1].startswith(
+        "textimg: error: textimg download takes OpenAI's CLIP names (RN50, ")

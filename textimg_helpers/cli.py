@@ -570,7 +570,7 @@ def add_download_command(sub) -> None:
                        description=DOWNLOAD_HELP)
     p.add_argument("--to", metavar="DIR", help="the folder (default: TEXTIMG_CACHE, else data/offline)")
     p.add_argument("--model", action="append", default=[], metavar="NAME",
-                   help="a CLIP model's weights (default ViT-B/32; repeat for several)")
+                   help="an OpenAI CLIP model's weights, e.g. ViT-B/16 (default ViT-B/32; repeat for several)")
     p.add_argument("--text-model", choices=["clip", "multilingual"], default="clip",
                    help="multilingual: also the text model for queries in 50+ languages")
     p.add_argument("--no-images", action="store_true", help="the weights only, not the tutorial's images")
