@@ -217,6 +217,22 @@ def test_add_to_query_combines_a_text_with_that_photo(app):
     assert [hit.label for hit in app.panel.hits[:3]] == ["blue_circle"] * 3
 
 
+def test_the_page_takes_a_photo_of_ones_own_and_saves_nothing(app, tmp_path, monkeypatch):
+    """The upload button of the page's panel: a photo the collection lacks finds its kind; the app's data
+    folder and the folder it runs in get no file."""
+    from datetime import datetime, timezone
+
+    monkeypatch.chdir(tmp_path)
+    photo = next(p for p in new_folder(tmp_path / "camera").iterdir() if p.name.startswith("green_star")).read_bytes()
+    before = sorted(tmp_path.rglob("*")), sorted(app.session.settings.data_dir.rglob("*"))
+    assert app.panel.upload in app.panel.widget.children[0].children  # beside the query box
+    app.panel.upload.value = ({"name": "IMG_0001.png", "type": "image/png", "size": len(photo),
+                               "content": memoryview(photo), "last_modified": datetime.now(timezone.utc)},)
+    assert [hit.label for hit in app.panel.hits[:3]] == ["green_star"] * 3
+    assert text_of(app.panel.status) == "top 5 like your photo IMG_0001.png"
+    assert (sorted(tmp_path.rglob("*")), sorted(app.session.settings.data_dir.rglob("*"))) == before
+
+
 def test_duplicates_show_the_planted_copy_as_one_row(app, photos):
     folder = photos
     app.threshold.value = 0.999

@@ -2,6 +2,7 @@
 
 import html
 import io
+from datetime import datetime, timezone
 import os
 import re
 
@@ -120,3 +121,59 @@ def test_each_thumbnail_shows_the_image_its_caption_names(panel):
     assert [shape_colour(picture) for picture in shown] == named
     assert all(picture.format == "PNG" and max(picture.size) <= THUMB_SIZE for picture in shown)
     assert [card.children[0].width for card in panel.results.children] == [str(THUMB_SIZE)] * 20
+
+
+# --- "more like this photo": a learner's own photo, given to the upload button ----------------------------
+
+def upload(panel, name: str, content: bytes) -> None:
+    """What the browser does when a file is chosen: the upload button's value becomes that file."""
+    panel.upload.value = ({"name": name, "type": "image/png", "size": len(content), "content": memoryview(content),
+                           "last_modified": datetime.now(timezone.utc)},)
+
+
+def own_photo(tmp_path, label: str = "blue_square") -> bytes:
+    """A photo the collection does not hold (another seed than the indexed images), as PNG bytes."""
+    from textimg_helpers.shapes import generate_shapes
+
+    paths = generate_shapes(tmp_path / "camera", per_class=1, seed=7, size=80)
+    return next(path for path in paths if path.name.startswith(label)).read_bytes()
+
+
+def test_an_uploaded_photo_finds_its_kind_and_is_never_saved(panel, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    photo = own_photo(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    panel.k.value = 3
+    upload(panel, "my photo.png", photo)
+    assert [text.split()[0] for text in captions(panel)] == ["blue_square"] * 3
+    assert status(panel) == "top 3 like your photo my photo.png"
+    assert panel.upload.value == ()  # emptied: the same photo can be given again
+    assert sorted(tmp_path.rglob("*")) == before  # read from memory: no file written
+
+
+@pytest.mark.parametrize("name, content, expected", [
+    ("notes.png", b"<html>not a photo</html>", "cannot read image notes.png: not an image: the file holds text or HTML"),
+    ("photo.txt", b"whatever", "cannot read image photo.txt: upload a photo as .jpg, .png, .webp, .heic"),
+    ("shot.dng", b"II*\0", "cannot read image shot.dng: upload a photo as .jpg, .png, .webp, .heic"),
+    ("../../etc/empty.png", b"", "cannot read image empty.png: empty file (0 bytes)"),
+])
+def test_a_bad_upload_says_why_and_keeps_the_results(panel, name, content, expected):
+    panel.query.value = "a red circle"
+    panel.submit.click()
+    shown = captions(panel)
+    upload(panel, name, content)
+    assert status(panel).startswith(expected), status(panel)
+    assert captions(panel) == shown
+
+
+def test_an_upload_too_big_or_too_many_pixels_is_refused_before_decoding(panel, tmp_path, monkeypatch):
+    from conftest import png_header_only
+    from textimg_helpers import data
+
+    bomb = png_header_only(tmp_path / "bomb.png", 20_000, 20_000).read_bytes()
+    upload(panel, "bomb.png", bomb)
+    assert status(panel).startswith("cannot read image bomb.png: refused as a possible decompression bomb"), \
+        status(panel)
+    monkeypatch.setattr(data, "MAX_UPLOAD_BYTES", 1000)
+    upload(panel, "big.png", own_photo(tmp_path) + b"\0" * 2000)
+    assert status(panel).startswith("cannot read image big.png: ") and "MB an uploaded photo may have" in status(panel), status(panel)

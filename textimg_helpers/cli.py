@@ -16,7 +16,7 @@ import unicodedata
 import warnings
 from pathlib import Path
 
-from .config import PROFILES, Settings, TextimgError, default_collection, error_text, resolved_path
+from .config import CLIP_MODEL, PROFILES, Settings, TextimgError, default_collection, error_text, resolved_path
 from .session import Session
 
 __all__ = ["main"]
@@ -46,7 +46,8 @@ def open_job(args) -> Session:
     """The command's session: ``TEXTIMG_*`` settings with the command's options on top."""
     settings = Settings.from_env().with_(profile=args.profile, model=args.model, milvus_uri=args.uri,
                                          device=args.device, collection_name=args.collection,
-                                         text_model=getattr(args, "text_model", None))
+                                         text_model=getattr(args, "text_model", None),
+                                         cache=getattr(args, "cache", None))
     return Session.from_settings(settings, args.random_weights, announce=say)
 
 
@@ -367,6 +368,18 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_download(args) -> int:
+    """Fill a folder with the clip profile's files (``bundle.download_bundle``)."""
+    from .bundle import download_bundle
+
+    settings = Settings.from_env()
+    folder = resolved_path(args.to or settings.cache or settings.data_dir / "offline")
+    say(f"downloading into {folder}")
+    download_bundle(folder, tuple(args.model) or (CLIP_MODEL,), images=not args.no_images,
+                    text_model=args.text_model, announce=print)
+    return 0
+
+
 def cmd_serve(args) -> int:
     """Run the shared Milvus Lite service of a file in the foreground, or show or stop it."""
     import psutil
@@ -424,6 +437,13 @@ package): a query box (combined queries too), k, thumbnails with label and score
 progress bar and the skipped files' reasons); near-duplicate groups; the collection's row count and
 model. It listens on 127.0.0.1 only and has no login: see docs/app.md to open it from another machine.
 It uses the same shared Milvus Lite service as the notebooks and the other commands."""
+FROM_HELP = ("a folder made by textimg download: the clip profile from it, with no network; overrides "
+             "TEXTIMG_CACHE")
+DOWNLOAD_HELP = """Download what the clip profile needs into one folder, for machines without internet: CLIP's
+weights (as clip.load(download_root=DIR/clip) keeps them; sha256 checked), the tutorial's images
+(extracted; zip CRC checked) and, with --text-model multilingual, that text model. A cut download
+resumes; what is there and good is kept. Copy the folder (USB stick, shared folder), then
+TEXTIMG_CACHE=DIR or --from DIR: the clip profile runs from it with no network, and auto picks it."""
 WORKERS_HELP = "decoder processes (default: 0 = threads, on up to 4 cores; else half the cores)"
 
 
@@ -439,6 +459,7 @@ def common_options() -> argparse.ArgumentParser:
     common.add_argument("--device", help="cpu, cuda, mps (default: auto)")
     common.add_argument("--debug", action="store_true", help="show tracebacks")
     common.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    common.add_argument("--from", dest="cache", metavar="DIR", help=FROM_HELP)
     return common
 
 
@@ -556,6 +577,7 @@ def add_app_command(sub) -> None:
     p.add_argument("--device", help="cpu, cuda, mps (default: auto)")
     p.add_argument("--profile", choices=PROFILES, help="overrides TEXTIMG_PROFILE")
     p.add_argument("--text-model", help=TEXT_MODEL_HELP)
+    p.add_argument("--from", dest="cache", metavar="DIR", help=FROM_HELP)
     p.add_argument("--port", type=int, default=DEFAULT_PORT,
                    help=f"port on 127.0.0.1 (default {DEFAULT_PORT}; 0: any free port)")
     p.add_argument("--token", help="the page's token (default: a new random one each run, printed in its "
@@ -572,6 +594,19 @@ def add_models_command(sub) -> None:
     p.add_argument("--measure", action="store_true",
                    help="time each model on this machine first (random weights, fp32 on the CPU; a few minutes)")
     p.add_argument("--device", default="cpu", help="where --measure runs them (default cpu)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def add_download_command(sub) -> None:
+    """``textimg download``: the clip profile's files into one folder, for offline machines."""
+    p = sub.add_parser("download", help="download the clip profile's model and images into one folder (offline use)",
+                       description=DOWNLOAD_HELP)
+    p.add_argument("--to", metavar="DIR", help="the folder (default: TEXTIMG_CACHE, else data/offline)")
+    p.add_argument("--model", action="append", default=[], metavar="NAME",
+                   help="an OpenAI CLIP model's weights, e.g. ViT-B/16 (default ViT-B/32; repeat for several)")
+    p.add_argument("--text-model", choices=["clip", "multilingual"], default="clip",
+                   help="multilingual: also the text model for queries in 50+ languages")
+    p.add_argument("--no-images", action="store_true", help="the weights only, not the tutorial's images")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
@@ -598,6 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_command(sub)
     add_app_command(sub)
     add_models_command(sub)
+    add_download_command(sub)
     return parser
 
 
@@ -661,6 +697,8 @@ def run_command(args) -> int:
         return cmd_app(args)
     if args.command == "models":
         return cmd_models(args)
+    if args.command == "download":
+        return cmd_download(args)
     return COMMANDS[args.command](open_job(args), args)
 
 

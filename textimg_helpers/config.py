@@ -9,9 +9,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping
 
-__all__ = ["CLIP_CACHE", "CLIP_MODEL", "CLIP_MODELS", "HOST", "MULTILINGUAL_MODEL", "PROFILES",
+__all__ = ["BUNDLE_MANIFEST", "CLIP_CACHE", "CLIP_MODEL", "CLIP_MODELS", "HOST", "MULTILINGUAL_MODEL", "PROFILES",
            "SHAPES_CHECKPOINT", "SHAPES_MODEL_NAME", "Settings", "TEXT_MODELS", "TextimgError", "check_model",
-           "check_text_model", "default_collection", "error_text", "first_line", "free_port",
+           "check_text_model", "clip_file_name", "default_collection", "error_text", "first_line", "free_port",
            "host_reachable", "is_open_clip_name", "last_line", "model_for_name", "model_for_profile",
            "model_name", "resolved_path"]
 
@@ -28,6 +28,8 @@ RANDOM_SUFFIX = "+random"
 # ViT-B/32's space (text only: the images stay with ViT-B/32); a folder is a sentence-transformers model.
 TEXT_MODELS = ("clip", "multilingual")
 MULTILINGUAL_MODEL = "sentence-transformers/clip-ViT-B-32-multilingual-v1"
+# The list of files of a folder made by ``textimg download`` (TEXTIMG_CACHE / --from): see bundle.py.
+BUNDLE_MANIFEST = "textimg-download.json"
 
 
 class TextimgError(Exception):
@@ -106,12 +108,15 @@ class Settings:
     service_idle: float = 60.0  # seconds a shared Milvus Lite service waits for a client, then stops
                                 # (TEXTIMG_SERVICE_IDLE; the one default, read by the service's starters)
     text_model: str = "clip"
+    cache: Path | None = None  # a folder made by ``textimg download`` (TEXTIMG_CACHE / --from): no network
 
     def __post_init__(self):
         if self.profile not in PROFILES:
             raise TextimgError(f"TEXTIMG_PROFILE={self.profile!r} is not one of {', '.join(PROFILES)}")
         check_text_model(self.text_model)
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
+        if self.cache is not None:
+            object.__setattr__(self, "cache", Path(self.cache).expanduser())
         try:
             object.__setattr__(self, "service_idle", float(self.service_idle))
         except ValueError:
@@ -131,7 +136,8 @@ class Settings:
         values = dict(profile=get("PROFILE"), model=get("MODEL"), milvus_uri=get("MILVUS_URI"),
                       milvus_token=get("MILVUS_TOKEN"), data_dir=get("DATA_DIR"),
                       device=get("DEVICE"), collection_name=get("COLLECTION"),
-                      service_idle=get("SERVICE_IDLE"), text_model=get("TEXT_MODEL"))
+                      service_idle=get("SERVICE_IDLE"), text_model=get("TEXT_MODEL"),
+                      cache=get("CACHE"))
         return cls(**{k: v for k, v in values.items() if v is not None})
 
     def with_(self, **changes) -> "Settings":
@@ -188,10 +194,26 @@ def check_text_model(text_model: str) -> None:
                            "holding a sentence-transformers model (TEXTIMG_TEXT_MODEL / --text-model)")
 
 
+def clip_file_name(model: str) -> str:
+    """The file ``clip.load`` keeps a CLIP model's weights in (``ViT-B/32`` -> ``ViT-B-32.pt``)."""
+    return model.replace("/", "-").replace("@", "-") + ".pt"
+
+
+def bundled_clip_name(model: str) -> str | None:
+    """The CLIP name of a weights file in a ``textimg download`` folder (``DIR/clip/ViT-B-32.pt``), else None."""
+    path = Path(model)
+    if path.parent.name != "clip" or not (path.parent.parent / BUNDLE_MANIFEST).is_file():
+        return None
+    return next((name for name in CLIP_MODELS if clip_file_name(name) == path.name), None)
+
+
 def model_name(model: str, random_weights: bool = False) -> str:
-    """The name stored with a collection: ``ViT-B/32``, ``shapes-clip``, a checkpoint's file stem."""
+    """The name stored with a collection: ``ViT-B/32`` (a name, or its weights in a ``textimg download``
+    folder), ``shapes-clip``, a checkpoint's file stem."""
     if Path(model).resolve() == SHAPES_CHECKPOINT.resolve():
         name = SHAPES_MODEL_NAME
+    elif bundled_clip_name(model):
+        name = bundled_clip_name(model)
     elif Path(model).is_file() or model.endswith((".pt", ".pth")):
         name = Path(model).stem
     else:

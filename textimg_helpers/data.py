@@ -30,9 +30,10 @@ else:
 from .config import TextimgError, resolved_path
 from .shapes import generate_shapes
 
-__all__ = ["HEIF_SUPPORT", "IMAGE_EXTENSIONS", "MAX_JPEG_PIXELS", "MAX_PIXELS", "UnreadableImage",
-           "check_image", "file_digest", "label_for", "list_image_paths", "load_image", "photo_metadata", "pixels",
-           "raw_pair", "read_query_image", "shapes_images", "walk_images", "wall_clock"]
+__all__ = ["HEIF_SUPPORT", "IMAGE_EXTENSIONS", "MAX_JPEG_PIXELS", "MAX_PIXELS", "MAX_UPLOAD_BYTES",
+           "UnreadableImage", "check_image", "file_digest", "label_for", "list_image_paths", "load_image",
+           "photo_metadata", "pixels", "raw_pair", "read_image_bytes", "read_query_image", "shapes_images",
+           "walk_images", "wall_clock"]
 
 HEIF_EXTENSIONS = {".heic", ".heif"}  # iPhone photos: pillow-heif (a base dependency)
 RAW_EXTENSIONS = {".dng", ".cr2", ".cr3", ".nef", ".arw", ".rw2", ".orf", ".raf"}  # camera RAW: rawpy (the raw extra)
@@ -44,6 +45,7 @@ PAIRED_WITH = (".jpg", ".jpeg", ".heic", ".heif")  # a RAW file beside one of th
 SYSTEM_FOLDERS = {"@eaDir", "#recycle", "$RECYCLE.BIN", "System Volume Information", "node_modules"}
 MAX_PIXELS = 90_000_000  # larger images are refused as possible decompression bombs...
 MAX_JPEG_PIXELS = 178_956_970  # ...except JPEGs (a 108 Mpx phone photo), decoded at 1/8 scale; Pillow's own limit
+MAX_UPLOAD_BYTES = 50_000_000  # an uploaded query photo: larger ones are refused before any decoding
 
 
 def list_image_paths(folder: str | os.PathLike, include_hidden: bool = False,
@@ -181,6 +183,26 @@ def read_query_image(path: str | os.PathLike, max_side: int | None = None, heade
     return outcome["image"]
 
 
+def read_image_bytes(content: bytes, name: str, max_side: int | None = None) -> Image.Image:
+    """An image given as bytes (a photo uploaded to the panel), checked like a query image file: at most
+    ``MAX_UPLOAD_BYTES``, an image extension, a format Pillow reads (not RAW), the pixel limit. It is
+    decoded from memory: nothing is written to disk. One ``TextimgError`` when it cannot be used."""
+    label = Path(name).name or "the upload"
+    if len(content) > MAX_UPLOAD_BYTES:
+        raise TextimgError(f"cannot read image {label}: {len(content) / 1e6:.1f} MB, over the "
+                           f"{MAX_UPLOAD_BYTES / 1e6:.0f} MB an uploaded photo may have")
+    suffix = Path(label).suffix.lower()
+    if suffix not in IMAGE_EXTENSIONS or suffix in RAW_EXTENSIONS:
+        raise TextimgError(f"cannot read image {label}: upload a photo as .jpg, .png, .webp, .heic "
+                           "(a camera RAW file: its JPEG)")
+    buffer = io.BytesIO(content)
+    buffer.name = label  # the decoder reads the extension (HEIC, AVIF) from it
+    try:
+        return load_image(buffer, max_side)
+    except UnreadableImage as exc:
+        raise TextimgError(f"cannot read image {label}: {exc}") from None
+
+
 SPECIAL_FILES = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"),
                  (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"))
 
@@ -199,8 +221,9 @@ def check_regular_file(path: str | os.PathLike) -> None:
 
 
 def _decode(path: str | os.PathLike, max_side: int | None, header_only: bool = False) -> Image.Image | None:
-    """Decode the first frame with the pixel limit, JPEG draft scaling, EXIF rotation, RGB."""
-    suffix = Path(path).suffix.lower()
+    """Decode the first frame with the pixel limit, JPEG draft scaling, EXIF rotation, RGB (``path`` may
+    be a file object with a ``name``)."""
+    suffix = Path(getattr(path, "name", path)).suffix.lower()
     if suffix in RAW_EXTENSIONS:
         return _decode_raw(path, max_side, header_only)
     if suffix in HEIF_EXTENSIONS and not HEIF_SUPPORT:
@@ -345,9 +368,12 @@ def file_digest(path: str | os.PathLike, part: int = 65536) -> str:
 
 
 def _not_an_image(path: str | os.PathLike) -> str:
-    """Why PIL could not identify ``path``: empty, text or HTML, or an unknown format."""
-    with open(path, "rb") as f:
-        head = f.read(512)
+    """Why PIL could not identify ``path`` (or bytes in memory): empty, text or HTML, or an unknown format."""
+    if isinstance(path, io.BytesIO):
+        head = path.getvalue()[:512]
+    else:
+        with open(path, "rb") as f:
+            head = f.read(512)
     if not head:
         return "empty file (0 bytes)"
     if head.lstrip().startswith(b"<") or all(b in b"\t\n\r" or 32 <= b < 127 for b in head):

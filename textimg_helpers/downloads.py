@@ -31,21 +31,24 @@ def tutorial_images(data_dir: str | os.PathLike, url: str = DATASET_URL) -> Path
     return target / "train"
 
 
-def download(url: str, dest: Path, retries: int = 3, timeout: float = 30) -> Path:
-    """Download with a progress bar, resume after an interruption, and check the zip."""
+def download(url: str, dest: Path, retries: int = 3, timeout: float = 30, check=None, what: str = "zip") -> Path:
+    """Download with a progress bar, resume after an interruption, and check the file (a zip's CRC, or
+    ``check(path)``, named ``what`` in the error)."""
     import requests
 
-    if dest.is_file() and zip_ok(dest):
+    check = check or zip_ok
+    if dest.is_file() and check(dest):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     for attempt in range(1, retries + 1):
         try:
-            if not zip_ok(part):  # a complete .part (stopped before its rename) needs no request
+            if not check(part):  # a complete .part (stopped before its rename) needs no request
                 _fetch(url, part, timeout)
-            if not zip_ok(part):
+            if not check(part):
                 part.unlink()
-                raise ValueError("the archive is corrupt (zip check failed), downloading it again")
+                raise ValueError(f"the {'archive' if what == 'zip' else 'file'} is corrupt ({what} check failed), "
+                                 "downloading it again")
             part.replace(dest)
             return dest
         except (requests.RequestException, OSError, ValueError) as exc:

@@ -22,13 +22,13 @@ from typing import Sequence
 import numpy as np
 
 from .config import TextimgError
-from .data import IMAGE_EXTENSIONS, read_query_image
+from .data import IMAGE_EXTENSIONS, read_image_bytes, read_query_image
 from .hits import Hit
 from .store import search_by_vector, search_hybrid
 
 __all__ = ["Term", "check_terms", "combine_vectors", "describe_terms", "parse_expression", "parse_term",
-           "parse_terms", "search_by_image", "search_by_terms", "search_by_text", "search_words_and_image",
-           "words_of"]
+           "parse_terms", "search_by_image", "search_by_photo_bytes", "search_by_terms", "search_by_text",
+           "search_words_and_image", "words_of"]
 
 # The encoders (and so torch) are imported inside the functions that encode: a query is parsed and
 # refused, when it must be, before any model is loaded.
@@ -173,3 +173,11 @@ def search_words_and_image(client, collection_name: str, encoder, terms: Sequenc
     if not (words := words_of(terms)):
         return search_by_vector(client, collection_name, query_vector, top_k, filter)[0]
     return search_hybrid(client, collection_name, words, query_vector, top_k, filter)
+
+
+def search_by_photo_bytes(client, collection_name: str, encoder, content: bytes, name: str, top_k: int = 10,
+                          filter: str = "") -> list[Hit]:
+    """"More like this photo": the ``top_k`` images closest to an uploaded photo, read from memory
+    (``data.read_image_bytes``: checked like a query image file, never written to disk)."""
+    image = read_image_bytes(content, name, max_side=2 * encoder.resolution)
+    return search_by_vector(client, collection_name, encoder.encode_images([image]), top_k, filter)[0]

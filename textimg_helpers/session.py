@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from .config import (CLIP_CACHE, CLIP_MODEL, Settings, TextimgError, check_model, default_collection, host_reachable,
-                     model_for_profile, model_name)
+from .config import (CLIP_CACHE, CLIP_MODEL, CLIP_MODELS, Settings, TextimgError, check_model, default_collection,
+                     host_reachable, model_for_profile, model_name)
 
 # Every ``textimg`` command imports this module first, so the stages (numpy and Pillow, pymilvus, torch)
 # are imported inside the methods that use them: ``textimg --help`` or a bad argument costs none of them.
@@ -34,9 +34,12 @@ QUERIES = {"shapes": ProfileQueries("a red circle", "a red circle", "red_circle"
 
 
 def resolve_profile(settings: Settings, announce=print) -> str:
-    """``clip`` or ``shapes``; ``auto`` picks ``clip`` when its weights and data are cached or reachable."""
+    """``clip`` or ``shapes``; ``auto`` picks ``clip`` when its weights and data are cached or reachable,
+    or, with a ``textimg download`` folder (``TEXTIMG_CACHE``), when that folder is complete (no network)."""
     if settings.profile != "auto":
         return settings.profile
+    if settings.cache is not None:
+        return cached_profile(settings, announce)
     from .downloads import DATASET_DIR
 
     weights = (CLIP_CACHE / "ViT-B-32.pt").is_file() or host_reachable("openaipublic.azureedge.net")
@@ -47,6 +50,29 @@ def resolve_profile(settings: Settings, announce=print) -> str:
              "nor reachable, so using the OFFLINE 'shapes' profile (a small CLIP trained on coloured "
              "shapes). Set TEXTIMG_PROFILE=clip or shapes to choose. ***")
     return "shapes"
+
+
+def cached_profile(settings: Settings, announce=print) -> str:
+    """``auto`` with a ``textimg download`` folder: ``clip`` when it is complete, else ``shapes`` and the
+    line that says what is missing; never a network call."""
+    from .bundle import bundle_problem
+
+    problem = bundle_problem(settings.cache, model_for_profile("clip", settings.model), text_model=settings.text_model)
+    if problem is None:
+        return "clip"
+    announce(f"*** TEXTIMG_PROFILE=auto: {problem}; using the OFFLINE 'shapes' profile meanwhile ***")
+    return "shapes"
+
+
+def cached_model(settings: Settings, profile: str, model: str, random_weights: bool) -> str:
+    """The model as ``clip.load`` takes it: with a ``textimg download`` folder and the ``clip`` profile, a
+    CLIP name's weights file there (checked: one line names what is missing); else ``model`` itself."""
+    if settings.cache is None or profile != "clip":
+        return model
+    from .bundle import check_bundle, weights_file
+
+    check_bundle(settings.cache, model, text_model=settings.text_model)
+    return str(weights_file(settings.cache, model)) if model in CLIP_MODELS and not random_weights else model
 
 
 @dataclass
@@ -71,12 +97,13 @@ class Session:
         settings = Settings.from_env() if settings is None else settings
         profile = resolve_profile(settings, announce)
         model = model_for_profile(profile, settings.model)
-        if settings.text_model != "clip" and model != CLIP_MODEL and settings.model:
+        if settings.text_model != "clip" and model_name(model) != CLIP_MODEL and settings.model:
             raise TextimgError(f"--text-model {settings.text_model} reads queries into OpenAI {CLIP_MODEL}'s space "
                                f"only, not {model_name(model)}'s: use --model {CLIP_MODEL} (or --profile clip), or "
                                "leave --text-model out")
         check_model(model)
         name = model_name(model, random_weights)
+        model = cached_model(settings, profile, model, random_weights)
         return cls(settings, profile, model, name, settings.collection_name or default_collection(name),
                    random_weights, announce)
 
@@ -119,7 +146,12 @@ class Session:
             return self.load_encoder()
         from .multilingual import load_text_encoder
 
-        return load_text_encoder(self.text_model, self.settings.device)
+        cache = None
+        if self.settings.cache is not None and self.text_model == "multilingual":
+            from .bundle import text_model_cache
+
+            cache = str(text_model_cache(self.settings.cache))
+        return load_text_encoder(self.text_model, self.settings.device, cache_folder=cache)
 
     def image_folder(self) -> Path:
         """The profile's images, generated (shapes) or downloaded and extracted (clip) the first time."""
@@ -127,6 +159,10 @@ class Session:
         from .downloads import tutorial_images
 
         data_dir = self.settings.data_dir
+        if self.profile == "clip" and self.settings.cache is not None:
+            from .bundle import bundle_images
+
+            return bundle_images(self.settings.cache, data_dir)  # extracted from the folder's zip, no download
         return shapes_images(data_dir) if self.profile == "shapes" else tutorial_images(data_dir)
 
     @property

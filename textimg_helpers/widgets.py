@@ -25,11 +25,11 @@ except ImportError:  # pragma: no cover
 from .search import describe_terms, parse_expression, search_by_terms
 from .filters import collection_filter
 from .hits import Hit
-from .search import search_by_image
+from .search import search_by_image, search_by_photo_bytes
 from .store import camera_names, check_collection
 from .viz import thumbnail
 
-__all__ = ["SearchPanel", "THUMB_SIZE", "close_widgets", "status_html"]
+__all__ = ["SearchPanel", "THUMB_SIZE", "close_widgets", "status_html", "uploaded_files"]
 
 THUMB_SIZE = 120
 ERROR_COLOUR = "#b00020"
@@ -64,11 +64,14 @@ class SearchPanel:
         self.results = widgets.GridBox(layout=widgets.Layout(
             grid_template_columns=f"repeat(auto-fill, {thumb_size + 20}px)", grid_gap="8px"))
         self.submit.on_click(lambda _button: self.search())
+        # "more like this photo": a photo of the learner's own, read in memory, never saved
+        self.upload = widgets.FileUpload(accept="image/*", multiple=False, description="Your photo")
+        self.upload.observe(lambda _change: self.search_upload(), names="value")
 
     @property
     def widget(self) -> widgets.VBox:
         """The whole panel, to display in a notebook cell."""
-        return widgets.VBox([widgets.HBox([self.query, self.k, self.submit]),
+        return widgets.VBox([widgets.HBox([self.query, self.k, self.submit, self.upload]),
                              widgets.HBox([self.after, self.before, self.camera, self.min_score]), self.status,
                              self.results, widgets.HTML("<style>.textimg-thumb { cursor: pointer; }</style>")])
 
@@ -104,6 +107,19 @@ class SearchPanel:
         self._run(lambda: search_by_image(self.client, self.collection_name, self.encoder, hit.filepath,
                                           top_k=self.k.value, filter=self.photo_filter()),
                   f"like {Path(hit.filepath).name}")
+
+    def search_upload(self) -> None:
+        """"More like this photo": the images closest to the photo given to the upload button, checked like
+        any query image and read from memory (never written to disk); then the button is emptied, so
+        that the same photo can be given again."""
+        files = uploaded_files(self.upload.value)
+        if not files:
+            return
+        name, content = files[0]
+        self._run(lambda: search_by_photo_bytes(self.client, self.collection_name, self.encoder, content, name,
+                                                top_k=self.k.value, filter=self.photo_filter()),
+                  f"like your photo {Path(name).name}")
+        self.upload.value = {} if isinstance(self.upload.value, dict) else ()
 
     def _run(self, find: Callable[[], list[Hit]], title: str) -> None:
         """Call ``find``, then show its hits under "top n <title>", or the error (hits stay as they were)."""
@@ -160,6 +176,14 @@ def close_widgets(widget) -> None:
         if part is not None:  # each card's widget has its own layout and style widgets
             part.close()
     widget.close()
+
+
+def uploaded_files(value) -> list[tuple[str, bytes]]:
+    """``(name, content)`` of each file of a ``FileUpload``'s value: ipywidgets 8 gives a tuple of dicts,
+    ipywidgets 7 (older Colab runtimes) a dict by name."""
+    if isinstance(value, dict):
+        return [(name, bytes(item["content"])) for name, item in value.items()]
+    return [(item["name"], bytes(item["content"])) for item in value]
 
 
 def status_html(text: str, error: bool = False) -> str:

@@ -68,6 +68,8 @@ def page_env(session) -> dict:
               "MILVUS_URI": settings.uri,
               "DATA_DIR": here(settings.data_dir), "DEVICE": settings.device,
               "COLLECTION": session.collection_name, "TEXT_MODEL": text_model}
+    if settings.cache is not None:  # a ``textimg download`` folder (--from)
+        values["CACHE"] = here(settings.cache)
     return {**os.environ, **{f"TEXTIMG_{key}": value for key, value in values.items()}, START_DIR: os.getcwd()}
 
 
