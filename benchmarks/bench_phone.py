@@ -53,7 +53,7 @@ def write_photo(source: Path, target: Path, long_side: int | None, thumbnails, p
     if thumbnails is None:
         img.save(target, quality=90, exif=phone_exif())
     else:
-        img.save(target, format="HEIF", quality=80, tile_size=512, thumbnails=thumbnails, exif=phone_exif(),
+        img.save(target, format="HEIF", quality=80, tile_size=512, thumbnails=thumbnails, exif=phone_exif().tobytes(),
                  enc_params={"preset": preset})
 
 

@@ -94,6 +94,7 @@ def test_the_thumbnails_vector_is_the_photos_vector(photos, encoder):
         assert fast.info["read_as"] == "embedded thumbnail"
         vectors = encoder.encode_images(np.stack([pixels(fast, size), pixels(full, size)]))
         cosines.append(float(vectors[0] @ vectors[1]))
+    print(f"{encoder.name}: cosines of the thumbnail's vectors to the full decode's: {cosines}")
     assert min(cosines) >= FAST_PATH_COSINE, cosines
 
 
@@ -102,7 +103,7 @@ def test_the_thumbnail_is_turned_as_the_exif_says(tmp_path):
     stored = photo(1)
     exif = Image.Exif()
     exif[274] = 6
-    heic = save_heic(stored, tmp_path / "side.heic", exif=exif)
+    heic = save_heic(stored, tmp_path / "side.heic", exif=exif.tobytes())  # bytes: pillow-heif writes irot 270
     fast, full = fast_and_full(heic, 224)
     assert fast.info["read_as"] == "embedded thumbnail" and fast.size == (240, 320) and full.size == SIZE[::-1]
     shown = np.asarray(stored.transpose(Image.Transpose.ROTATE_270).resize((240, 320)), dtype=float)
@@ -123,7 +124,8 @@ def test_a_heics_nearest_neighbour_among_the_jpegs_is_itself(photos, encoder):
 
     heic_embs, heic_read = read([heic for heic, _ in photos])
     jpeg_embs, jpeg_read = read([jpeg for _, jpeg in photos])
-    assert heic_read == {".heic embedded thumbnail": len(photos)} and list(jpeg_read) == [".jpg 1/2 scale"]
+    assert heic_read == {".heic embedded thumbnail": len(photos)}
+    assert len(jpeg_read) == 1 and next(iter(jpeg_read)).startswith(".jpg 1/")  # JPEG's draft: 1/8 or 1/4 here
     assert list(np.argmax(heic_embs @ jpeg_embs.T, axis=1)) == list(range(len(photos)))
 
 
