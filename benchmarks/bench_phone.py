@@ -95,23 +95,23 @@ def read_ms(files: list[Path], size: int) -> tuple[float, float]:
     return 1000 * read_s / len(files), 1000 * meta_s / len(files)
 
 
-def decode_threads_ms(files: list[Path]) -> dict[int, float]:
-    """ms per full decode of a HEIC (no thumbnail) with pillow-heif's decode threads at 1 and 4, one file
-    at a time, and two files at once on two threads of 1 decode thread each (the reader's way)."""
+def decode_threads_ms(files: list[Path]) -> dict[str, float]:
+    """Wall ms per full decode of a HEIC (no thumbnail): one file at a time or two at once (the reader's
+    two threads on two cores), each with pillow-heif's decode threads at 1 or at its default (4)."""
     from concurrent.futures import ThreadPoolExecutor
 
     import pillow_heif
     from textimg_helpers.data import load_image
 
     figures, default = {}, pillow_heif.options.DECODE_THREADS
-    for threads in (1, default):
-        pillow_heif.options.DECODE_THREADS = threads
-        figures[f"1 file at a time, {threads} decode thread(s)"] = timed(lambda: [load_image(p) for p in files])[1]
-    pillow_heif.options.DECODE_THREADS = 1
-    with ThreadPoolExecutor(2) as pool:
-        figures["2 files at once, 1 decode thread each"] = timed(lambda: list(pool.map(load_image, files)))[1]
+    for at_once in (1, 2):
+        for threads in (1, default):
+            pillow_heif.options.DECODE_THREADS = threads
+            with ThreadPoolExecutor(at_once) as pool:
+                seconds = timed(lambda: list(pool.map(load_image, files)))[1]
+            figures[f"{at_once} file(s) at once, {threads} decode thread(s) each"] = 1000 * seconds / len(files)
     pillow_heif.options.DECODE_THREADS = default
-    return {k: 1000 * v / len(files) for k, v in figures.items()}
+    return figures
 
 
 def main() -> None:

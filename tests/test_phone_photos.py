@@ -16,7 +16,7 @@ from textimg_helpers.ingest import FileInfo, read_batches
 
 pytestmark = pytest.mark.skipif(not HEIF_SUPPORT, reason="pillow-heif is not installed")
 
-FAST_PATH_COSINE = 0.98  # a photo's vector read from its thumbnail against its vector from the full decode
+FAST_PATH_COSINE = 0.98  # a fast path's vector against the full decode's (lowest measured here: 0.991)
 SIZE = (1280, 960)  # a phone photo, scaled down so that the tests encode it in a fraction of a second
 COLOURS = [(220, 40, 40), (40, 160, 60), (40, 70, 210), (230, 200, 40), (150, 60, 170), (30, 170, 180)]
 
@@ -86,15 +86,17 @@ def test_a_heic_without_a_thumbnail_is_decoded_whole(tmp_path):
     assert img.info["read_as"] == "full decode" and img.size == SIZE
 
 
-def test_the_thumbnails_vector_is_the_photos_vector(photos, encoder):
-    size = encoder.resolution
-    cosines = []
-    for heic, _ in photos:
-        fast, full = fast_and_full(heic, size)
-        assert fast.info["read_as"] == "embedded thumbnail"
+@pytest.mark.parametrize("kind", ["heic", "jpeg"])
+def test_the_fast_paths_vector_is_the_photos_vector(photos, encoder, kind):
+    """A HEIC from its thumbnail, a JPEG at 1/4 or 1/8 scale, against the same file decoded whole."""
+    size, cosines = encoder.resolution, []
+    for heic, jpeg in photos:
+        fast, full = fast_and_full(heic if kind == "heic" else jpeg, size)
+        assert fast.info["read_as"] == ("embedded thumbnail" if kind == "heic" else f"1/{SIZE[0] // fast.width} scale")
+        assert full.info["read_as"] == "full decode" and fast.width < full.width
         vectors = encoder.encode_images(np.stack([pixels(fast, size), pixels(full, size)]))
         cosines.append(float(vectors[0] @ vectors[1]))
-    print(f"{encoder.name}: cosines of the thumbnail's vectors to the full decode's: {cosines}")
+    print(f"{encoder.name}, {kind}: cosines of the fast path's vectors to the full decode's: {cosines}")
     assert min(cosines) >= FAST_PATH_COSINE, cosines
 
 
