@@ -140,3 +140,7 @@ def test_index_says_how_it_read_each_kind_of_file(photos, tmp_path, cli):
     run = cli("index", folder, "--uri", tmp_path / "m.db", "--debug", "-q")
     assert run.summary["indexed"] == 4
     assert "textimg: read as: .heic embedded thumbnail 2, .jpg 1/8 scale 2" in run.err
+    assert run.err.count("read as") == 1  # one line a run, not one a file
+    with_bar = cli("index", folder, "--uri", tmp_path / "bar.db")
+    assert with_bar.summary["indexed"] == 4 and "read as" not in with_bar.err
+    assert ".heic embedded thumbnail 2, .jpg 1/8 scale 2" in with_bar.err.splitlines()[-1]  # the bar's last state
