@@ -144,3 +144,10 @@ def test_index_says_how_it_read_each_kind_of_file(photos, tmp_path, cli):
     with_bar = cli("index", folder, "--uri", tmp_path / "bar.db")
     assert with_bar.summary["indexed"] == 4 and "read as" not in with_bar.err
     assert ".heic embedded thumbnail 2, .jpg 1/8 scale 2" in with_bar.err.splitlines()[-1]  # the bar's last state
+
+
+def test_a_result_grids_thumbnail_of_a_heic_comes_from_its_embedded_thumbnail(photos):
+    from textimg_helpers.viz import thumbnail
+
+    small = thumbnail(str(photos[0][0]), 160)
+    assert small.size == (160, 120) and small.info["read_as"] == "embedded thumbnail"
