@@ -151,3 +151,10 @@ def test_a_result_grids_thumbnail_of_a_heic_comes_from_its_embedded_thumbnail(ph
 
     small = thumbnail(str(photos[0][0]), 160)
     assert small.size == (160, 120) and small.info["read_as"] == "embedded thumbnail"
+
+
+def test_reader_processes_say_how_they_read_too(photos):
+    """On more than 4 cores the reader decodes in processes: the counts come back with each batch."""
+    files = [FileInfo(str(heic), 0, 0, i, heic.stem) for i, (heic, _) in enumerate(photos)]
+    batches = list(read_batches(files, 224, batch_size=3, num_workers=1, max_side=448))
+    assert [b.read_as for b in batches] == [{".heic embedded thumbnail": 3}] * 2
