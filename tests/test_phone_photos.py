@@ -158,3 +158,11 @@ def test_reader_processes_say_how_they_read_too(photos):
     files = [FileInfo(str(heic), 0, 0, i, heic.stem) for i, (heic, _) in enumerate(photos)]
     batches = list(read_batches(files, 224, batch_size=3, num_workers=1, max_side=448))
     assert [b.read_as for b in batches] == [{".heic embedded thumbnail": 3}] * 2
+
+
+def test_a_phone_jpeg_with_a_second_picture_is_drafted_too(tmp_path):
+    """Phones append a gain map or depth map to their JPEGs: Pillow opens those as MPO."""
+    img = photo(2)
+    img.save(tmp_path / "mpo.jpg", "MPO", save_all=True, append_images=[img.resize((320, 240))])
+    read = load_image(tmp_path / "mpo.jpg", 448, min_side=224)
+    assert read.size == (320, 240) and read.info["read_as"] == "1/4 scale"

@@ -44,6 +44,7 @@ PAIRED_WITH = (".jpg", ".jpeg", ".heic", ".heif")  # a RAW file beside one of th
 SYSTEM_FOLDERS = {"@eaDir", "#recycle", "$RECYCLE.BIN", "System Volume Information", "node_modules"}
 MAX_PIXELS = 90_000_000  # larger images are refused as possible decompression bombs...
 MAX_JPEG_PIXELS = 178_956_970  # ...except JPEGs (a 108 Mpx phone photo), decoded at 1/8 scale; Pillow's own limit
+JPEG_FORMATS = ("JPEG", "MPO")  # MPO: a JPEG with more pictures after the first (phones' HDR gain map, depth)
 
 
 def list_image_paths(folder: str | os.PathLike, include_hidden: bool = False,
@@ -193,7 +194,7 @@ def _decode(path: str | os.PathLike, max_side: int | None, header_only: bool = F
     if suffix == ".avif" and not features.check("avif"):
         raise UnreadableImage("AVIF needs a Pillow built with AVIF (Pillow >= 11.2): pip install -U pillow")
     with Image.open(path) as img:
-        limit = MAX_JPEG_PIXELS if img.format == "JPEG" else MAX_PIXELS
+        limit = MAX_JPEG_PIXELS if img.format in JPEG_FORMATS else MAX_PIXELS
         if img.width * img.height > limit:
             raise UnreadableImage(f"refused as a possible decompression bomb: {img.width}x{img.height} is "
                                   f"{img.width * img.height / 1e6:.0f} Mpx, over the {limit / 1e6:.0f} Mpx "
@@ -215,7 +216,7 @@ def _reduce(img: Image.Image, max_side: int | None, min_side: int | None) -> str
     from an embedded thumbnail of at least ``min_side`` on each side that pillow-heif finds to be the
     same picture (rotation, mirroring, crop, colour profile; EXIF stays the full image's), else all of it."""
     width, side = img.width, min_side or max_side
-    if side and img.format == "JPEG":
+    if side and img.format in JPEG_FORMATS:
         img.draft("RGB", (side, side))
         return f"1/{round(width / img.width)} scale" if img.width < width else "full decode"
     if min_side and img.format in ("HEIF", "AVIF") and img.draft(None, (min_side, min_side)) is not None:

@@ -14,6 +14,7 @@ import queue
 import sys
 import threading
 import time
+from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -287,9 +288,10 @@ def run(batches: Iterator, encoder: Encoder, writer: Writer, files: list[FileInf
 
 def count_reads(report: IngestReport, batch, bar) -> None:
     """Add a batch's ``read_as`` counts to the report and show them on the progress bar (one line a run)."""
-    for kind, n in getattr(batch, "read_as", {}).items():
+    read_as = getattr(batch, "read_as", {})  # a reader of plain tuples says nothing
+    for kind, n in read_as.items():
         report.read_as[kind] = report.read_as.get(kind, 0) + n
-    if getattr(batch, "read_as", None):
+    if read_as:
         bar.set_postfix_str(report.read_paths(), refresh=False)
 
 
@@ -420,7 +422,7 @@ class Batch(tuple):
     """``(indices, uint8 pixels or None, [(index, reason skipped)])``, and ``read_as``: how many of its
     images were read each way (``{".heic embedded thumbnail": 30}``); pickles whole from a worker."""
 
-    read_as: dict = {}
+    read_as: dict
 
 
 def collate(items) -> Batch:
@@ -428,9 +430,7 @@ def collate(items) -> Batch:
     good = [(i, p) for i, p, *_ in items if p is not None]
     batch = Batch(([i for i, _ in good], np.stack([p for _, p in good]) if good else None,
                    [(i, reason) for i, p, reason, _ in items if p is None]))
-    for *_, read_as in items:
-        if read_as:
-            batch.read_as = {**batch.read_as, read_as: batch.read_as.get(read_as, 0) + 1}
+    batch.read_as = dict(Counter(read_as for *_, read_as in items if read_as))
     return batch
 
 
