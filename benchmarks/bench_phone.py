@@ -74,15 +74,17 @@ def build_library(paths: list[Path], root: Path, preset: str) -> dict[str, Path]
 
 
 def index_rate(client, encoder, folder: Path, collection: str, batch_size: int, workers):
-    """images/s of ``index_folder`` on ``folder`` into a fresh collection, and its report."""
+    """images/s of ``index_folder`` on ``folder`` into a fresh collection, images per CPU-second of this
+    process (the Milvus Lite service's share not counted), and its report."""
     from textimg_helpers.ingest import index_folder
 
     if client.has_collection(collection):
         client.drop_collection(collection)
+    cpu = time.process_time()  # every thread of this process: less moved by other processes than the wall
     report, seconds = timed(index_folder, client, collection, folder, encoder, batch_size=batch_size,
                             num_workers=workers, progress=False, verbose=False)
     assert report.indexed == len(list(folder.iterdir())), report
-    return report.indexed / seconds, report
+    return report.indexed / seconds, report.indexed / (time.process_time() - cpu), report
 
 
 def read_ms(files: list[Path], size: int) -> tuple[float, float]:
@@ -140,19 +142,22 @@ def main() -> None:
         encoder = load_random_encoder()
         uri = str(tmp / "phone.db")
         client = connect(uri)
-        rates, reports = {k: [] for k in KINDS}, {}
+        rates, cpu_rates, reports = {k: [] for k in KINDS}, {k: [] for k in KINDS}, {}
         for r in range(args.rounds):  # the machine is shared and noisy: each round has its own small rate
-            round_rates = {"small": []}
+            round_rates, round_cpu = {}, {}
             for i, kind in enumerate(list(KINDS) + ["small"]):
-                rate, reports[kind] = index_rate(client, encoder, library[kind], f"phone_{r}_{i}", args.batch_size,
-                                                 args.workers)
+                rate, cpu_rate, reports[kind] = index_rate(client, encoder, library[kind], f"phone_{r}_{i}",
+                                                           args.batch_size, args.workers)
                 round_rates.setdefault(kind, []).append(rate)
+                round_cpu.setdefault(kind, []).append(cpu_rate)
             for kind in KINDS:
                 rates[kind].append(round_rates[kind])
+                cpu_rates[kind].append(round_cpu[kind])
         load = other_load()
         client.close()
         server_manager_instance.release_server(uri)
         print_table(rates, reports, load)
+        print_cpu(cpu_rates)
         print_reads(library, encoder.resolution)
 
 
@@ -171,6 +176,17 @@ def print_table(rates: dict, reports: dict, load: str) -> None:
         stages = ", ".join(f"{v:.1f}" for v in report.stage_seconds.values())
         print(f"| {what} | {statistics.median(mine):.1f} | {statistics.median(ratios):.2f} | "
               f"{', '.join(f'{x:.2f}' for x in ratios)} | {stages} | {report.read_paths() or '-'} |")
+
+
+def print_cpu(cpu_rates: dict) -> None:
+    """The same ratios in CPU time: images per CPU-second of this process, kind over small photos."""
+    small = [sum(r) / len(r) for r in cpu_rates["small"]]
+    print("\nin CPU time of this process (images per CPU-second; ratio to the small photos' of the round):")
+    for kind, (what, *_) in KINDS.items():
+        mine = small if kind == "small" else [r[0] for r in cpu_rates[kind]]
+        ratios = [m / s for m, s in zip(mine, small)]
+        print(f"    {what}: {statistics.median(mine):.1f} images/CPU-s, {statistics.median(ratios):.2f} "
+              f"({', '.join(f'{x:.2f}' for x in ratios)})")
 
 
 def print_reads(library: dict, size: int) -> None:
