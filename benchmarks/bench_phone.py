@@ -143,23 +143,30 @@ def main() -> None:
         encoder = load_random_encoder()
         uri = str(tmp / "phone.db")
         client = connect(uri)
-        rates, cpu_rates, reports = {k: [] for k in KINDS}, {k: [] for k in KINDS}, {}
-        for r in range(args.rounds):  # the machine is shared and noisy: each round has its own small rate
-            round_rates, round_cpu = {}, {}
-            for i, kind in enumerate(list(KINDS) + ["small"]):
-                rate, cpu_rate, reports[kind] = index_rate(client, encoder, library[kind], f"phone_{r}_{i}",
-                                                           args.batch_size, args.workers)
-                round_rates.setdefault(kind, []).append(rate)
-                round_cpu.setdefault(kind, []).append(cpu_rate)
-            for kind in KINDS:
-                rates[kind].append(round_rates[kind])
-                cpu_rates[kind].append(round_cpu[kind])
+        rates, cpu_rates, reports = run_rounds(client, encoder, library, args)
         load = other_load()
         client.close()
         server_manager_instance.release_server(uri)
         print_table(rates, reports, load)
         print_cpu(cpu_rates)
         print_reads(library, encoder.resolution)
+
+
+def run_rounds(client, encoder, library: dict, args) -> tuple[dict, dict, dict]:
+    """Each kind indexed once a round, the small photos first and last: per kind, a list per round of
+    images/s and of images per CPU-second (two for the small photos), and each kind's last report."""
+    rates, cpu_rates, reports = {k: [] for k in KINDS}, {k: [] for k in KINDS}, {}
+    for r in range(args.rounds):  # the machine is shared and noisy: each round has its own small rate
+        round_rates, round_cpu = {}, {}
+        for i, kind in enumerate(list(KINDS) + ["small"]):
+            rate, cpu_rate, reports[kind] = index_rate(client, encoder, library[kind], f"phone_{r}_{i}",
+                                                       args.batch_size, args.workers)
+            round_rates.setdefault(kind, []).append(rate)
+            round_cpu.setdefault(kind, []).append(cpu_rate)
+        for kind in KINDS:
+            rates[kind].append(round_rates[kind])
+            cpu_rates[kind].append(round_cpu[kind])
+    return rates, cpu_rates, reports
 
 
 def print_table(rates: dict, reports: dict, load: str) -> None:
