@@ -1,16 +1,18 @@
 """Phone photos: how fast ``index_folder`` reads a phone library against the small sample photos.
 
-    python benchmarks/bench_phone.py --random-weights [--images DIR] [--n 40] [--library DIR]
+    python benchmarks/bench_phone.py --random-weights [--images DIR] [--n 40] [--rounds 3] [--library DIR]
 
 The same N photos are written as a phone would write them, 4:3 (the centre of each, upscaled): 12 MP
 JPEG (4032x3024, quality 90, EXIF), 12 MP HEIC in 512-pixel tiles with a 320x240 thumbnail (as an iPhone
 writes it), 12 MP HEIC without a thumbnail, 24 MP JPEG (5712x4284); the small photos are the originals
-(about 500x375). Each kind is indexed by ``index_folder`` into a fresh collection, in one run, the
-small photos first and last (their rate is the mean of the two), and each rate is printed beside theirs.
-Then the read stage alone: ``load_image`` per file of each kind, the photo metadata (EXIF + digest),
-and a full decode of a HEIC without a thumbnail with pillow-heif's decode threads at 1 and at its default.
-HEIC files are encoded with x265's ``ultrafast`` preset (``--preset``): 1.2 s a photo instead of 12 s;
-``--library DIR`` keeps the library for the next run. ViT-B/32 architecture with RANDOM weights, CPU.
+(about 500x375). Each kind is indexed by ``index_folder`` into a fresh collection, once a round, the
+small photos first and last in each (their rate is the mean of the two); each kind's rate is printed
+beside theirs, as the median over the rounds of its ratio to that round's, in wall time and in CPU time
+of the process. Then the read stage alone: ``load_image`` per file of each kind, the photo metadata
+(EXIF + digest), and full decodes of HEICs without a thumbnail, one or two at once, each with 1 or 4 of
+pillow-heif's decode threads. HEIC files are encoded with x265's ``ultrafast`` preset (``--preset``):
+1.2 s a photo instead of 12 s; ``--library DIR`` keeps the library for the next run (files already there
+are kept). ViT-B/32 architecture with RANDOM weights, CPU.
 """
 
 from __future__ import annotations
@@ -54,8 +56,8 @@ def write_photo(source: Path, target: Path, long_side: int | None, thumbnails, p
     if thumbnails is None:
         img.save(target, quality=90, exif=phone_exif())
     else:
-        img.save(target, format="HEIF", quality=80, tile_size=512, thumbnails=thumbnails, exif=phone_exif().tobytes(),
-                 enc_params={} if preset == "default" else {"preset": preset})
+        img.save(target, format="HEIF", quality=80, tile_size=512, thumbnails=thumbnails,
+                 exif=phone_exif().tobytes(), enc_params={} if preset == "default" else {"preset": preset})
 
 
 def build_library(paths: list[Path], root: Path, preset: str) -> dict[str, Path]:
