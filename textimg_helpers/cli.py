@@ -60,6 +60,8 @@ def cmd_index(job: Session, args) -> int:
                            progress=not args.quiet, verbose=not args.quiet)
     report = index_folder(job.connect(), job.collection_name, args.folder,
                           LoadLater(job.model_name, job.load_encoder), options)
+    if args.debug and report.read_as:
+        say(f"textimg: read as: {report.read_paths()}")
     print(report)
     return 0
 

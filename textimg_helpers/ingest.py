@@ -14,6 +14,7 @@ import queue
 import sys
 import threading
 import time
+from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -77,6 +78,11 @@ class IngestReport:
     words_read: int = 0  # rows indexed before, whose words were read now (``--ocr`` on an older collection)
     seconds: float = 0.0
     stage_seconds: dict = field(default_factory=lambda: {"read": 0.0, "encode": 0.0, "write": 0.0})
+    read_as: dict = field(default_factory=dict)  # "<suffix> <how>" -> images read that way (``load_image``)
+
+    def read_paths(self) -> str:
+        """How each kind of file was read, one line: ``.heic embedded thumbnail 40, .jpg 1/4 scale 12``."""
+        return ", ".join(f"{kind} {n}" for kind, n in sorted(self.read_as.items()))
 
     def summary(self) -> str:
         """The one-line contract: ``indexed=<new> skipped=<bad> unchanged=<there> total=<rows>``."""
@@ -333,7 +339,17 @@ def run(batches: Iterator, encoder: Encoder, writer: Writer, files: list[FileInf
                     image_embs = encoder.encode_images(images)
                 texts = read_words(words, [files[i].filepath for i in indices], stage_seconds)
                 writer.add([row_for(files[i], emb, text) for i, emb, text in zip(indices, image_embs, texts)])
+            count_reads(writer.report, batch, bar)
             bar.update(len(indices) + len(errors))
+
+
+def count_reads(report: IngestReport, batch, bar) -> None:
+    """Add a batch's ``read_as`` counts to the report and show them on the progress bar (one line a run)."""
+    read_as = getattr(batch, "read_as", {})  # a reader of plain tuples says nothing
+    for kind, n in read_as.items():
+        report.read_as[kind] = report.read_as.get(kind, 0) + n
+    if read_as:
+        bar.set_postfix_str(report.read_paths(), refresh=False)
 
 
 def read_words(words: WordReader | None, paths: list[str], stage_seconds: dict) -> list[str | None]:
@@ -477,7 +493,8 @@ class Writer:
 # The reader -------------------------------------------------------------------------------------
 
 class ImageFiles:  # a torch Dataset: torch is imported only when there is work to do
-    """The reader's files: item ``i`` is ``(i, uint8 pixels or None, reason it was skipped)``."""
+    """The reader's files: item ``i`` is ``(i, uint8 pixels or None, reason it was skipped, how it was
+    read)``; a HEIC/HEIF photo is read from its embedded thumbnail when that covers ``size`` pixels."""
 
     def __init__(self, files: list[FileInfo], size: int = 224, max_side: int | None = None):
         self.files, self.size, self.max_side = files, size, max_side
@@ -486,17 +503,28 @@ class ImageFiles:  # a torch Dataset: torch is imported only when there is work 
         return len(self.files)
 
     def __getitem__(self, i: int):
+        path = self.files[i].filepath
         try:
-            return i, pixels(load_image(self.files[i].filepath, self.max_side), self.size), ""
+            img = load_image(path, self.max_side, min_side=self.size)
+            return i, pixels(img, self.size), "", f"{Path(path).suffix.lower()} {img.info.get('read_as', '')}"
         except Exception as exc:  # any unreadable file is skipped, never the whole batch
-            return i, None, skip_reason(exc)
+            return i, None, skip_reason(exc), ""
 
 
-def collate(items) -> tuple[list[int], np.ndarray | None, list[tuple[int, str]]]:
+class Batch(tuple):
+    """``(indices, uint8 pixels or None, [(index, reason skipped)])``, and ``read_as``: how many of its
+    images were read each way (``{".heic embedded thumbnail": 30}``); pickles whole from a worker."""
+
+    read_as: dict
+
+
+def collate(items) -> Batch:
     """Stack the good images of a batch; keep the indices so paths stay aligned with vectors."""
-    good = [(i, p) for i, p, _ in items if p is not None]
-    batch = np.stack([p for _, p in good]) if good else None
-    return [i for i, _ in good], batch, [(i, reason) for i, p, reason in items if p is None]
+    good = [(i, p) for i, p, *_ in items if p is not None]
+    batch = Batch(([i for i, _ in good], np.stack([p for _, p in good]) if good else None,
+                   [(i, reason) for i, p, reason, _ in items if p is None]))
+    batch.read_as = dict(Counter(read_as for *_, read_as in items if read_as))
+    return batch
 
 
 def read_batches(files: list[FileInfo], size: int = 224, batch_size: int = 32,

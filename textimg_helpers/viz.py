@@ -19,7 +19,7 @@ __all__ = ["plot_measures", "show_embedding_map", "show_images", "show_queries",
 def thumbnail(filepath: str, size: int = 160) -> Image.Image:
     """A small RGB copy of an image (a grey square if it can no longer be read)."""
     try:
-        img = load_image(filepath, max_side=size)
+        img = load_image(filepath, max_side=size, min_side=size)  # a HEIC: its thumbnail
     except Exception:
         return Image.new("RGB", (size, size), (200, 200, 200))
     img.thumbnail((size, size))
