@@ -229,4 +229,4 @@ def test_tiers_then_moving_the_extras_and_undoing_leave_the_tree_as_it_was(cli, 
     hits = json.loads(cli("similar", folder / "b" / "star_big.png", "--uri", db, "--json", "-k", "3").out)
     assert {hit["filepath"] for hit in hits} >= {str(folder / "a" / "star.jpg"), str(folder / "b" / "star_copy.jpg")}
     again = cli("duplicates", "--uri", db, "--undo", moved_to / "textimg-moved.csv")
-    assert again.out.strip().startswith("restored=0 ") and "restored already?" in again.err
+    assert again.out.strip().startswith("restored=0 ") and "restored already" in again.err
