@@ -70,7 +70,7 @@ def test_eval_shows_progress_for_indexing_and_for_each_template_set(tmp_path):
     assert out.code == 0, out.err
     bars = out.err.replace("\r", "\n")
     for desc in ("indexing", "evaluating bare labels", "evaluating 'a photo of a {}'", "evaluating 10 templates"):
-        assert re.search(rf"^{re.escape(desc)}: .* 40/40 \[.*/s\]", bars, re.M), (desc, bars)
+        assert re.search(rf"^{re.escape(desc)}: .* 40/40 \[.*/s(, [^\]]+)?\]", bars, re.M), (desc, bars)  # postfix: read as
     assert set(line.split(":")[0].strip() for line in out.out.strip().splitlines()) == {"label", "photo", "ensemble"}
 
 
