@@ -83,7 +83,8 @@ def test_a_heic_is_read_from_its_thumbnail_only_when_that_covers_the_model_input
 def test_a_heic_without_a_thumbnail_is_decoded_whole(tmp_path):
     heic = save_heic(photo(0), tmp_path / "bare.heic", thumbnails=())
     img = load_image(heic, 448, min_side=224)
-    assert img.info["read_as"] == "full decode" and img.size == SIZE
+    assert img.info["read_as"] == "full decode" and img.size == (SIZE[0] // 2, SIZE[1] // 2)  # then reduced to 448+
+    assert load_image(heic).size == SIZE
 
 
 @pytest.mark.parametrize("kind", ["heic", "jpeg"])
