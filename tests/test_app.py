@@ -248,7 +248,9 @@ def test_duplicates_show_the_planted_copy_as_one_row(app, photos):
     assert text_of(done) == "type a folder for the extras in the Move to box first"
 
 
-def test_a_group_is_resolved_from_the_page_and_undone_from_the_terminal(open_app, photos, tmp_path, cli):
+def groups_shown(open_app, photos, tmp_path):
+    """The app over a copy of ``photos`` (in ``tmp_path/photos``), its groups at 0.999 shown and the Move to
+    box filled: ``(app, folder, uri)``."""
     folder = tmp_path / "photos"
     shutil.copytree(photos, folder)
     uri = str(tmp_path / "milvus.db")
@@ -257,6 +259,11 @@ def test_a_group_is_resolved_from_the_page_and_undone_from_the_terminal(open_app
     app.threshold.value = 0.999
     app.duplicates_button.click()
     app.extras_folder.value = str(tmp_path / "extras")
+    return app, folder, uri
+
+
+def test_a_group_is_resolved_from_the_page_and_undone_from_the_terminal(open_app, photos, tmp_path, cli):
+    app, folder, uri = groups_shown(open_app, photos, tmp_path)
     move, done = app.groups.children[0].children[2].children
     move.click()
     listing = tmp_path / "extras" / "textimg-moved.csv"
@@ -268,14 +275,7 @@ def test_a_group_is_resolved_from_the_page_and_undone_from_the_terminal(open_app
 
 
 def test_the_move_button_leaves_a_file_changed_since_the_groups_were_shown(open_app, photos, tmp_path):
-    folder = tmp_path / "photos"
-    shutil.copytree(photos, folder)
-    uri = str(tmp_path / "milvus.db")
-    index_photos(folder, uri)
-    app = open_app(uri)
-    app.threshold.value = 0.999
-    app.duplicates_button.click()
-    app.extras_folder.value = str(tmp_path / "extras")
+    app, _folder, _uri = groups_shown(open_app, photos, tmp_path)
     paths = [Path(p) for p in re.findall(r'title="([^"]+)"', str([c.children[1].value for c in
                                                                  app.groups.children[0].children[1].children]))]
     for path in paths:  # both replaced by other pictures after the groups were shown
