@@ -259,6 +259,25 @@ def shapes_folder(folder: Path, per_class: int = 1) -> Path:
     return folder
 
 
+def create_older_collection(client, collection_name: str) -> None:
+    """A shapes-clip collection (dim 128) of the schema before photos' metadata was stored: id, filepath,
+    label, size, mtime and vector only."""
+    import json
+
+    from pymilvus import DataType, MilvusClient
+
+    from textimg_helpers.store import INDEX_PARAMS
+
+    schema = MilvusClient.create_schema(auto_id=False, description=json.dumps({"model": "shapes-clip", "dim": 128}))
+    for name, kind, extra in [("id", DataType.INT64, {"is_primary": True}), ("filepath", DataType.VARCHAR, {"max_length": 4096}),
+                              ("label", DataType.VARCHAR, {"max_length": 512}), ("size", DataType.INT64, {}),
+                              ("mtime", DataType.INT64, {}), ("vector", DataType.FLOAT_VECTOR, {"dim": 128})]:
+        schema.add_field(name, kind, **extra)
+    index = client.prepare_index_params()
+    index.add_index(field_name="vector", **INDEX_PARAMS)
+    client.create_collection(collection_name, schema=schema, index_params=index, consistency_level="Strong")
+
+
 def square(mode: str = "RGB", size=(32, 32), colour=RED, background=WHITE) -> Image.Image:
     """A ``colour`` square in the middle of ``background``, in any PIL mode."""
     img = Image.new("RGBA", size, background + (255,) if len(background) == 3 else background)

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import pytest
 from PIL import Image
 
-from conftest import run_cli
+from conftest import create_older_collection, run_cli
 from word_images import KEYS, make_word_images, sign_picture
 from textimg_helpers import ocr
 from textimg_helpers.ocr import OCR_MISSING, WordReader
@@ -157,24 +157,15 @@ def test_the_ocr_engine_is_imported_only_when_words_are_read():
 def test_an_old_collection_without_metadata_gets_metadata_and_words_with_ocr_keeping_its_vectors(
         tmp_path, shapes_encoder, counted_reads):
     import numpy as np
-    from pymilvus import DataType, MilvusClient
-
     from textimg_helpers.data import label_for, load_image
     from textimg_helpers.milvus import connect
-    from textimg_helpers.store import INDEX_PARAMS, path_id
+    from textimg_helpers.store import path_id
 
     folder, uri = tmp_path / "pictures", tmp_path / "old.db"
     folder.mkdir()
     sign_picture("Florist", (800, 600), 56, 4, seed=5).save(folder / "florist.jpg")
     client = connect(str(uri))
-    schema = MilvusClient.create_schema(auto_id=False, description=json.dumps({"model": "shapes-clip", "dim": 128}))
-    for name, kind, extra in [("id", DataType.INT64, {"is_primary": True}), ("filepath", DataType.VARCHAR, {"max_length": 4096}),
-                              ("label", DataType.VARCHAR, {"max_length": 512}), ("size", DataType.INT64, {}),
-                              ("mtime", DataType.INT64, {}), ("vector", DataType.FLOAT_VECTOR, {"dim": 128})]:
-        schema.add_field(name, kind, **extra)
-    index = client.prepare_index_params()
-    index.add_index(field_name="vector", **INDEX_PARAMS)
-    client.create_collection("textimg_shapes_clip", schema=schema, index_params=index, consistency_level="Strong")
+    create_older_collection(client, "textimg_shapes_clip")
     path = folder / "florist.jpg"
     emb = shapes_encoder.encode_images([load_image(path)])[0]
     client.insert("textimg_shapes_clip", [{"id": path_id(str(path)), "filepath": str(path), "label": label_for(path),

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import shapes_folder
+from conftest import create_older_collection, shapes_folder
 from textimg_helpers.data import photo_metadata
 
 PARIS, LYON = (48.8584, 2.2945), (45.7640, 4.8357)
@@ -137,24 +137,15 @@ def test_duplicates_take_the_photo_filters(cli, indexed):
 
 
 def test_an_older_collection_is_still_searched_then_upgraded_keeping_its_vectors(cli, photos, tmp_path):
-    from pymilvus import DataType, MilvusClient
-
     from textimg_helpers.encoders import load_encoder
     from textimg_helpers.config import SHAPES_CHECKPOINT
     from textimg_helpers.data import label_for, list_image_paths, load_image
     from textimg_helpers.milvus import connect
-    from textimg_helpers.store import INDEX_PARAMS, path_id
+    from textimg_helpers.store import path_id
 
     db, collection = tmp_path / "old.db", "textimg_shapes_clip"
     client = connect(str(db))
-    schema = MilvusClient.create_schema(auto_id=False, description=json.dumps({"model": "shapes-clip", "dim": 128}))
-    for name, kind, extra in [("id", DataType.INT64, {"is_primary": True}), ("filepath", DataType.VARCHAR, {"max_length": 4096}),
-                              ("label", DataType.VARCHAR, {"max_length": 512}), ("size", DataType.INT64, {}),
-                              ("mtime", DataType.INT64, {}), ("vector", DataType.FLOAT_VECTOR, {"dim": 128})]:
-        schema.add_field(name, kind, **extra)
-    index = client.prepare_index_params()
-    index.add_index(field_name="vector", **INDEX_PARAMS)
-    client.create_collection(collection, schema=schema, index_params=index, consistency_level="Strong")
+    create_older_collection(client, collection)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         encoder = load_encoder(str(SHAPES_CHECKPOINT), device="cpu")
